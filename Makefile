@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	$(PY) -m occnet_backend demo $(ARGS)
+	$(PY) -m occnet_backend synthetic --out out/synthetic $(ARGS)
 
 test: venv
 	$(PY) -m pytest -q $(ARGS)

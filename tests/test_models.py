@@ -1,0 +1,75 @@
+"""OccupancyNetwork: shapes, identity-at-init blocks, chunked inference, determinism in eval mode."""
+
+import pytest
+import torch
+
+from occnet_backend import OccupancyNetwork
+from occnet_backend.models import ResnetBlockFC
+
+
+def test_forward_shapes_for_single_and_batched_points():
+    model = OccupancyNetwork(dim_hidden=32, num_layers=2)
+    assert model(torch.rand(100, 3)).shape == (100,)
+    assert model(torch.rand(4, 100, 3)).shape == (4, 100)
+    probs = model.predict_probability(torch.rand(50, 3))
+    assert probs.shape == (50,) and bool(((probs >= 0) & (probs <= 1)).all())
+
+
+def test_bad_point_shape_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"points must have shape \[N, 3\]"):
+        OccupancyNetwork(dim_hidden=8, num_layers=1)(torch.rand(10, 2))
+
+
+def test_residual_blocks_start_as_identity():
+    block = ResnetBlockFC(16, use_batch_norm=True, dropout_prob=0.2)
+    x = torch.randn(32, 16)
+    assert torch.equal(block(x), x)
+
+
+@pytest.mark.parametrize("fourier", [0, 16])
+def test_chunked_and_unchunked_inference_agree(fourier):
+    torch.manual_seed(0)
+    model = OccupancyNetwork(dim_hidden=32, num_layers=2, use_batch_norm=True, fourier_frequencies=fourier)
+    pts = torch.rand(1000, 3) - 0.5
+    whole = model.predict_logits(pts, chunk_size=10_000)
+    chunked = model.predict_logits(pts, chunk_size=7)
+    assert torch.allclose(whole, chunked, atol=1e-5)
+
+
+def test_eval_mode_is_deterministic_with_batch_norm_and_dropout():
+    torch.manual_seed(0)
+    model = OccupancyNetwork(dim_hidden=32, num_layers=3, use_batch_norm=True, dropout_prob=0.5)
+    # make the blocks non-trivial so dropout would matter in training mode
+    for block in model.blocks:
+        torch.nn.init.normal_(block.fc_1.weight, std=0.3)
+    model.train()
+    pts = torch.rand(256, 3)
+    model(pts)  # update batch-norm running statistics
+    a = model.predict_logits(pts)
+    b = model.predict_logits(pts)
+    assert torch.equal(a, b)
+    assert model.training, "predict_logits must restore the training mode"
+    assert not torch.equal(model(pts), model(pts)), "dropout is active in training mode"
+
+
+def test_fourier_features_are_reproducible_and_saved():
+    a = OccupancyNetwork(dim_hidden=8, num_layers=1, fourier_frequencies=8, fourier_scale=3.0)
+    b = OccupancyNetwork(dim_hidden=8, num_layers=1, fourier_frequencies=8, fourier_scale=3.0)
+    assert torch.equal(a.encoding.B, b.encoding.B)
+    assert "encoding.B" in a.state_dict()
+
+
+def test_assigned_loss_replaces_the_default():
+    model = OccupancyNetwork(dim_hidden=8, num_layers=1)
+    logits, target = torch.zeros(10), torch.ones(10)
+    default = model.compute_loss(logits, target)
+    model.compute_loss = lambda lg, tg: (lg - tg).abs().mean()
+    assert model.compute_loss(logits, target).item() == pytest.approx(1.0)
+    assert default.item() == pytest.approx(0.6931, abs=1e-3)
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="dropout_prob"):
+        OccupancyNetwork(dropout_prob=1.5)
+    with pytest.raises(ValueError, match="num_layers"):
+        OccupancyNetwork(num_layers=0)
