@@ -109,3 +109,28 @@ def test_nan_network_output_is_a_clear_error():
 def test_dense_accepts_any_resolution():
     out = extract_mesh(sphere_logits(), resolution=40, method="dense")
     assert trimesh.Trimesh(out["vertices"], out["faces"]).is_watertight
+
+
+def test_cache_makes_slider_changes_cheap_and_results_identical():
+    from occnet_backend.extraction import GridCache
+
+    fn = sphere_logits(sharpness=8.0)
+    cache = GridCache()
+    first = extract_mesh(fn, resolution=128, threshold=0.5, cache=cache)
+    again = extract_mesh(fn, resolution=128, threshold=0.5, cache=cache)
+    assert again["stats"]["evaluations"] == 0
+    assert np.array_equal(first["faces"], again["faces"])
+
+    moved = extract_mesh(fn, resolution=128, threshold=0.55, cache=cache)
+    fresh = extract_mesh(fn, resolution=128, threshold=0.55)
+    assert np.array_equal(moved["faces"], fresh["faces"]) and np.allclose(moved["vertices"], fresh["vertices"])
+    assert moved["stats"]["evaluations"] < fresh["stats"]["evaluations"] / 2
+
+    finer = extract_mesh(fn, resolution=256, threshold=0.55, cache=cache)
+    fresh_finer = extract_mesh(fn, resolution=256, threshold=0.55)
+    assert np.array_equal(finer["faces"], fresh_finer["faces"])
+    assert finer["stats"]["evaluations"] < fresh_finer["stats"]["evaluations"]
+
+    dense = extract_mesh(fn, resolution=64, method="dense", cache=cache)
+    assert extract_mesh(fn, resolution=64, method="dense", threshold=0.3, cache=cache)["stats"]["evaluations"] == 0
+    assert dense["stats"]["evaluations"] == 65**3
