@@ -8,7 +8,7 @@ the network evaluations. Written in numpy: no compiled extension.
 
 Grid convention (as in the reference code): `resolution` cells per axis over the box
 [-box_size/2, box_size/2]³, so `resolution + 1` samples per axis. The grid is padded with a very
-negative logit before marching cubes, so the surface is always closed.
+"outside" layer before marching cubes, so the surface is always closed.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import torch
 LogitFunction = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
 
 BOX_SIZE = 1.1  # the unit cube plus the reference implementation's padding of 0.1
-PAD_LOGIT = -1e6  # value outside the grid: "certainly empty", so every surface closes
 METHODS = ("mise", "dense")
 
 
@@ -238,7 +237,14 @@ def marching_cubes(values: np.ndarray, level: float, box_size: float = BOX_SIZE)
     resolution = values.shape[0] - 1
     if not values.max() >= level:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
-    padded = np.pad(values, 1, mode="constant", constant_values=PAD_LOGIT)
+    # Close the surface with an outside layer chosen so the surface crosses 1/20 of a cell beyond
+    # the border. A huge constant (the reference uses -1e6) puts those vertices within float32
+    # rounding of the border nodes, where they merge and break watertightness.
+    padded = np.pad(values, 1, mode="edge")
+    border = np.ones(padded.shape, dtype=bool)
+    border[1:-1, 1:-1, 1:-1] = False
+    edge = padded[border]
+    padded[border] = np.where(edge >= level, level - 19.0 * (edge - level), edge) - 1e-3
     vertices, faces, _, _ = measure.marching_cubes(padded, level=level, allow_degenerate=False)
     vertices = (vertices - 1.0) * (box_size / resolution) - box_size / 2
     return vertices.astype(np.float32), np.ascontiguousarray(faces[:, ::-1], dtype=np.int64)

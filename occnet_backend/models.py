@@ -74,6 +74,10 @@ class OccupancyNetwork(nn.Module):
         dropout_prob: dropout inside the blocks.
         fourier_frequencies: number of random Fourier features (0 turns the encoding off).
         fourier_scale: standard deviation of the Fourier frequencies, in cycles per unit.
+            Defaults measured by bench/fourier.py (BENCHMARKS.md): 64 at σ 2 reaches IoU 0.98 on
+            Suzanne in ~8 s where the plain network needs 300 steps for 0.93; σ 4 grows floaters.
+            Train with uniform points in a box a little larger than the extraction box
+            ([-0.6, 0.6]³ for [-0.55, 0.55]³), or blobs appear at the box border.
         chunk_size: points per forward pass in `predict_logits` (bounds inference memory).
     """
 
@@ -84,7 +88,7 @@ class OccupancyNetwork(nn.Module):
         num_layers: int = 5,
         use_batch_norm: bool = False,
         dropout_prob: float = 0.0,
-        fourier_frequencies: int = 0,
+        fourier_frequencies: int = 64,
         fourier_scale: float = 2.0,
         chunk_size: int = 65536,
     ):

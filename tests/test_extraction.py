@@ -134,3 +134,13 @@ def test_cache_makes_slider_changes_cheap_and_results_identical():
     dense = extract_mesh(fn, resolution=64, method="dense", cache=cache)
     assert extract_mesh(fn, resolution=64, method="dense", threshold=0.3, cache=cache)["stats"]["evaluations"] == 0
     assert dense["stats"]["evaluations"] == 65**3
+
+
+def test_surface_cut_by_the_box_stays_watertight_after_vertex_merging():
+    """Blobs touching the grid border must close without vertices collapsing onto each other."""
+    rng = np.random.default_rng(0)
+    centers = rng.uniform(-0.6, 0.6, (40, 3))
+    fn = lambda p: (0.05 - np.min(np.linalg.norm(p[:, None] - centers[None], axis=2), axis=1)) * 300  # noqa: E731
+    out = extract_mesh(fn, resolution=64, threshold=0.5)
+    merged = trimesh.Trimesh(out["vertices"], out["faces"])  # process=True merges coincident vertices
+    assert merged.is_watertight and merged.volume > 0
