@@ -1,0 +1,77 @@
+"""OccNet for Blender: reconstruct selected meshes with occupancy networks.
+
+The add-on exports the selected meshes, trains an occupancy network on them in a separate
+backend process (``occnet_backend``, PyTorch; never imported here), and imports the
+marching-cubes results as new objects in the "OccNet Results" collection.
+
+Works as a Blender 4.2+ extension (``blender_manifest.toml``) and as a legacy add-on
+(``bl_info``). Scripts use ``api.reconstruct`` (see api.py); once registered it is also
+importable as ``occnet``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+bl_info = {
+    "name": "OccNet Reconstruction",
+    "author": "OccNet for Blender developers",
+    "version": (0, 1, 0),
+    "blender": (4, 2, 0),
+    "location": "View3D > Sidebar > OccNet",
+    "description": "Watertight reconstructions of selected meshes with occupancy networks",
+    "category": "Mesh",
+}
+
+if "_modules" in locals():  # "Reload Scripts": reload submodules too, in dependency order
+    import importlib
+
+    for _name in ("errors", "plyio", "backend", "export", "results", "jobs", "properties",
+                  "preferences", "operators", "panel", "api"):
+        if _name in locals():
+            importlib.reload(locals()[_name])
+
+try:
+    import bpy
+except ImportError:  # plain CPython: plyio, backend and errors stay importable (and testable)
+    bpy = None
+
+_modules: tuple = ()
+_ALIAS = "occnet"
+
+
+def _abort_on_load(*_args) -> None:
+    """Loading another file ends the running job: the scene it would import into is gone."""
+    from . import jobs
+
+    job = jobs.active_job()
+    if job is not None:
+        job.abort()
+
+
+def register() -> None:
+    global _modules
+    from . import api, backend, errors, export, jobs, operators, panel, plyio, preferences, properties, results  # noqa: F401
+
+    _modules = (properties, preferences, operators, panel)
+    for module in _modules:
+        module.register()
+    bpy.app.handlers.persistent(_abort_on_load)
+    bpy.app.handlers.load_pre.append(_abort_on_load)
+    if _ALIAS not in sys.modules:
+        sys.modules[_ALIAS] = api  # `import occnet; occnet.reconstruct(...)` in scripts
+
+
+def unregister() -> None:
+    from . import api, backend, jobs
+
+    job = jobs.active_job()
+    if job is not None:
+        job.abort()
+    backend.shutdown_all()
+    if _abort_on_load in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_abort_on_load)
+    if sys.modules.get(_ALIAS) is api:
+        del sys.modules[_ALIAS]
+    for module in reversed(_modules):
+        module.unregister()

@@ -1,0 +1,118 @@
+"""The Python API for scripts and ``blender --background``: ``reconstruct(objects, ...)``.
+
+Example (save as ``script.py``, run with
+``blender --background scene.blend --python-exit-code 1 --python script.py``)::
+
+    import bpy
+    from blender_addon import api as occnet  # extension: from bl_ext.user_default.occnet import api
+    # (once the add-on is enabled, ``import occnet`` works too)
+
+    suzanne = bpy.data.objects["Suzanne"]
+    results = occnet.reconstruct([suzanne], steps=300, resolution=128)
+    print(results[0].name)                 # "Suzanne OccNet", in the "OccNet Results" collection
+    bpy.ops.wm.save_mainfile()
+
+It blocks until the backend is done, printing progress; it returns the new objects or raises
+``OccNetError`` (``OccNetCancelled`` when cancelled) with a message fit for the user. The scene
+is only changed on success, and then only by adding result objects (replacing earlier results
+of the same sources).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Iterable
+
+import bpy
+
+from . import jobs, preferences, properties
+from .backend import FitSettings
+from .errors import OccNetCancelled, OccNetError
+
+__all__ = ["reconstruct", "OccNetError", "OccNetCancelled", "FitSettings"]
+
+
+def reconstruct(
+    objects: Iterable[bpy.types.Object] | None = None,
+    *,
+    steps: int | None = None,
+    resolution: int | None = None,
+    threshold: float | None = None,
+    device: str | None = None,
+    points: int | None = None,
+    width: int | None = None,
+    depth: int | None = None,
+    fourier_frequencies: int | None = None,
+    union: bool | None = None,
+    python: str | None = None,
+    work_dir: str | os.PathLike | None = None,
+    scene: bpy.types.Scene | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    cancel: Callable[[], bool] | threading.Event | None = None,
+    verbose: bool = True,
+) -> list[bpy.types.Object]:
+    """Reconstructs ``objects`` (default: the selected objects) and returns the new result objects.
+
+    Settings left as None come from the scene's OccNet settings (``scene.occnet``), then the
+    add-on preferences (device, interpreter, work folder), then the backend's defaults.
+
+    Args:
+        objects: mesh (or curve/text/metaball) objects; evaluated with modifiers, in world space.
+        steps, points, width, depth, fourier_frequencies (0 = off): training settings.
+        resolution, threshold: surface extraction settings.
+        device: "auto", "cpu" or "cuda".
+        union: True reconstructs all objects as one shape; False (default) one shape each.
+        python: the backend interpreter (else preference, $OCCNET_PYTHON, auto-detection).
+        work_dir: where the job folder goes.
+        on_event: called on the main thread with every backend event dict (``start``,
+            ``progress``, ``checkpoint``, ``mesh``, ``metrics``, ``error``, ``done``).
+        cancel: a callable returning True, or a threading.Event, that asks the job to stop.
+        verbose: print progress lines to stdout.
+
+    Raises:
+        OccNetError: nothing usable selected, bad settings, no backend interpreter, backend
+            failure; OccNetCancelled when ``cancel`` fired or Ctrl-C was pressed.
+    """
+    context = bpy.context
+    scene = scene or context.scene
+    prefs = preferences.get_prefs(context)
+    base = properties.fit_settings(scene, device or prefs.device)
+    overrides = {
+        "steps": steps, "resolution": resolution, "threshold": threshold, "points": points,
+        "width": width, "depth": depth, "fourier_frequencies": fourier_frequencies,
+    }
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(base, name, type(getattr(base, name))(value))
+    if union is None:
+        union = getattr(getattr(scene, "occnet", None), "mode", "SEPARATE") == "UNION"
+    if objects is None:
+        objects = list(context.selected_objects)
+    should_cancel: Callable[[], bool] | None
+    if isinstance(cancel, threading.Event):
+        should_cancel = cancel.is_set
+    else:
+        should_cancel = cancel
+    job = jobs.Job(
+        list(objects),
+        base,
+        scene=scene,
+        depsgraph=_depsgraph(context, scene),
+        union=bool(union),
+        python=python if python is not None else prefs.python_path,
+        work_dir=work_dir if work_dir is not None else (prefs.work_dir or None),
+    )
+    if verbose:
+        for note in job.skipped:
+            print(f"OccNet: skipped {note}")
+    return job.run(on_event=on_event, should_cancel=should_cancel, verbose=verbose)
+
+
+def _depsgraph(context: bpy.types.Context, scene: bpy.types.Scene) -> bpy.types.Depsgraph:
+    """The evaluated dependency graph for ``scene`` (another scene than the context's: its first view layer)."""
+    if scene == context.scene:
+        return context.evaluated_depsgraph_get()
+    depsgraph = scene.view_layers[0].depsgraph
+    depsgraph.update()
+    return depsgraph

@@ -1,0 +1,242 @@
+"""One reconstruction job: export -> backend fit -> import, shared by the operator and the API.
+
+The job holds no bpy object references while the backend runs (only names): a modal job lives
+across undo steps and user edits, during which Python references to IDs can go stale. Sources
+are looked up again by name when results come back.
+
+Job folder layout (``<work>/<job>/``)::
+
+    input/<shape_id>.ply   exported shapes (world space)
+    output/                backend results: meshes, checkpoint, metrics
+    backend.log            the backend's stderr (and the command line)
+    job.json               sources, settings, command: enough to understand a run afterwards
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import bpy
+
+from . import backend, export, results
+from .backend import FitSettings, JobState
+from .errors import OccNetCancelled, OccNetError
+
+_ACTIVE: "Job | None" = None
+
+
+def active_job() -> "Job | None":
+    """The job the panel shows (the UI runs one at a time); None when idle."""
+    return _ACTIVE
+
+
+def default_work_dir() -> Path:
+    """Where job folders go when the preference is empty: the user's cache, not the temp dir.
+
+    Blender deletes its temp dir on exit, but checkpoints must outlive the session (the live
+    sliders load them later).
+    """
+    if os.name == "nt":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "occnet-blender" / "jobs"
+
+
+class Job:
+    """Export the given objects, run ``occnet_backend fit`` on them, import the meshes.
+
+    Usage: ``job = Job(...); job.start(); while not job.poll(): ...; objects = job.finish()``,
+    or ``job.run()`` which does it all, blocking.
+    """
+
+    def __init__(
+        self,
+        objects: list[bpy.types.Object],
+        settings: FitSettings,
+        *,
+        scene: bpy.types.Scene,
+        depsgraph: bpy.types.Depsgraph,
+        union: bool = False,
+        python: str = "",
+        work_dir: str | os.PathLike | None = None,
+    ):
+        settings.validate()
+        usable, self.skipped = export.select_sources(list(objects))
+        self.settings = settings
+        self.union = union
+        self.scene_name = scene.name
+        root = Path(bpy.path.abspath(str(work_dir))) if work_dir else default_work_dir()
+        stem = export.sanitize_id(usable[0].name, set())[:24]
+        self.job_dir = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{stem}-{secrets.token_hex(2)}"
+        self.input_dir = self.job_dir / "input"
+        self.output_dir = self.job_dir / "output"
+        self.log_path = self.job_dir / "backend.log"
+        # Export first (cheap, and its errors are about the user's objects) ...
+        try:
+            self.shapes = export.export_shapes(usable, self.input_dir, depsgraph, union=union)
+        except OSError as err:
+            raise OccNetError(f"Cannot write the job folder {self.job_dir}: {err.strerror or err}. "
+                              "Choose another work folder in the add-on preferences.") from None
+        # ... then find the interpreter (its errors are about the machine).
+        try:
+            self.python, self.python_origin = backend.resolve_python(python, str(root))
+        except OccNetError:
+            shutil.rmtree(self.job_dir, ignore_errors=True)  # nothing will ever use this export
+            raise
+        self.state = JobState(total=settings.steps)
+        self.process: backend.BackendProcess | None = None
+        self.started_at = 0.0
+        self.result_objects: list[str] = []
+
+    # -- running -------------------------------------------------------------------------------
+    @property
+    def argv(self) -> list[str]:
+        return backend.fit_command(self.python, [s.path for s in self.shapes], str(self.output_dir), self.settings)
+
+    def start(self) -> "Job":
+        global _ACTIVE
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "sources": {s.shape_id: s.sources for s in self.shapes},
+            "settings": self.settings.as_dict(),
+            "union": self.union,
+            "python": self.python,
+            "python_origin": self.python_origin,
+            "argv": self.argv,
+            "blender": bpy.app.version_string,
+        }
+        (self.job_dir / "job.json").write_text(json.dumps(record, indent=2))
+        self.process = backend.BackendProcess(self.argv, cwd=self.job_dir, log_path=self.log_path).start()
+        self.started_at = time.monotonic()
+        _ACTIVE = self
+        return self
+
+    def poll(self) -> bool:
+        """Applies events that arrived since the last call; True when the backend has ended."""
+        assert self.process is not None, "start() first"
+        for event in self.process.poll():
+            self.state.apply(event)
+        return self.process.finished
+
+    def cancel(self) -> None:
+        """Graceful cancel; a second call kills the backend at once."""
+        if self.process is not None:
+            self.process.cancel()
+
+    @property
+    def cancelling(self) -> bool:
+        return self.process is not None and self.process.cancel_requested_at is not None
+
+    def abort(self) -> None:
+        """Kills the backend now and forgets the job (file loaded, add-on unregistered)."""
+        global _ACTIVE
+        if self.process is not None:
+            self.process.kill()
+            self.process.cleanup()
+        if _ACTIVE is self:
+            _ACTIVE = None
+
+    # -- results ---------------------------------------------------------------------------------
+    def _failure(self) -> OccNetError:
+        proc = self.process
+        assert proc is not None
+        code = proc.returncode
+        log = str(self.log_path)
+        if self.state.done == "cancelled" or (proc.cancel_requested_at is not None):
+            return OccNetCancelled("Reconstruction cancelled; the scene is unchanged.", log_path=log)
+        tail = proc.log_tail()
+        if self.state.error:
+            reason = f"The backend reported an error: {self.state.error}"
+        elif code is not None and code < 0:
+            reason = f"The backend process was {backend.describe_exit(code)} (out of memory, or ended from outside?)"
+        else:
+            reason = f"The backend stopped unexpectedly ({backend.describe_exit(code)})"
+        detail = f"\nLast log lines:\n{tail}" if tail and not self.state.error else ""
+        return OccNetError(f"{reason}. The scene is unchanged. Full log: {log}{detail}", log_path=log)
+
+    def finish(self) -> list[bpy.types.Object]:
+        """Imports the results into the job's scene; raises OccNetError / OccNetCancelled.
+
+        Call once ``poll()`` returned True.
+        """
+        global _ACTIVE
+        if _ACTIVE is self:
+            _ACTIVE = None
+        proc = self.process
+        assert proc is not None and proc.returncode is not None, "finish() before the backend ended"
+        ok = proc.returncode == 0 and self.state.done in ("ok", "") and not proc.killed and proc.cancel_requested_at is None
+        if not ok:
+            raise self._failure()
+        missing = [s.shape_id for s in self.shapes if s.shape_id not in self.state.meshes]
+        if missing:
+            raise OccNetError(
+                f"The backend finished but sent no mesh for {', '.join(missing)}. The scene is unchanged. "
+                f"Full log: {self.log_path}", log_path=str(self.log_path),
+            )
+        scene = bpy.data.scenes.get(self.scene_name) or bpy.context.scene
+        shape_ids = [s.shape_id for s in self.shapes]
+        specs = [
+            results.ResultSpec(
+                shape_id=s.shape_id,
+                sources=s.sources,
+                path=self._resolve(self.state.meshes[s.shape_id]),
+                checkpoint=self._resolve(self.state.checkpoint) if self.state.checkpoint else "",
+                job_dir=str(self.job_dir),
+                shape_ids=shape_ids,
+                settings=self.settings.as_dict(),
+            )
+            for s in self.shapes
+        ]
+        objects = results.import_results(scene, specs)
+        self.result_objects = [ob.name for ob in objects]
+        return objects
+
+    def _resolve(self, path: str) -> str:
+        p = Path(path)
+        return str(p if p.is_absolute() else self.job_dir / p)
+
+    def run(
+        self,
+        *,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        verbose: bool = True,
+    ) -> list[bpy.types.Object]:
+        """The blocking path: start, wait for the end (printing progress), import."""
+        if self.process is None:
+            self.start()
+        assert self.process is not None
+        last_print = [0.0]
+
+        def handle(event: dict[str, Any]) -> None:
+            if verbose:
+                kind = event.get("event")
+                now = time.monotonic()
+                if kind == "progress" and (now - last_print[0] >= 1.0 or self.state.step >= self.state.total):
+                    last_print[0] = now
+                    print(f"OccNet: {self.state.progress_line()}", flush=True)
+                elif kind == "start":
+                    print(f"OccNet: training {len(self.shapes)} shape(s) on {self.state.device}, "
+                          f"{self.state.total} steps; job {self.job_dir}", flush=True)
+                elif kind == "mesh":
+                    print(f"OccNet: mesh for {event.get('shape_id')} written", flush=True)
+            if on_event is not None:
+                on_event(event)
+
+        try:
+            backend.run_blocking(self.process, self.state, on_event=handle, should_cancel=should_cancel)
+        finally:
+            global _ACTIVE
+            if _ACTIVE is self:
+                _ACTIVE = None
+        return self.finish()

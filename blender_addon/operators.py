@@ -1,0 +1,260 @@
+"""Operators: Reconstruct (modal in the UI, blocking headless), Cancel, Check Backend, Open Job Folder.
+
+Reconstruct has two paths on purpose:
+
+- ``invoke`` (a button press in the UI) starts the backend and returns RUNNING_MODAL; a 0.2 s
+  window timer polls the job, so Blender stays responsive. ESC or the Cancel button stop it.
+- ``execute`` runs the job to its end and prints progress. It is what scripts
+  (``bpy.ops.occnet.reconstruct()``) and ``blender --background`` get: there, timers never fire
+  and INVOKE_DEFAULT calls execute().
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+
+import bpy
+
+from . import backend, jobs, preferences, properties
+from .errors import OccNetCancelled, OccNetError
+
+TIMER_INTERVAL_S = 0.2
+
+
+def _set_status(context: bpy.types.Context, message: str, *, is_error: bool, job: "jobs.Job | None" = None,
+                log_path: str = "") -> None:
+    status = getattr(context.window_manager, "occnet_status", None)
+    if status is None:
+        return
+    status.message = message
+    status.is_error = is_error
+    status.job_dir = str(job.job_dir) if job is not None else ""
+    status.log_path = log_path or (str(job.log_path) if job is not None else "")
+
+
+def _redraw_panels(context: bpy.types.Context) -> None:
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else text
+
+
+def create_job(context: bpy.types.Context, objects: list[bpy.types.Object] | None = None) -> "jobs.Job":
+    """A Job from the context's selection and the scene / preference settings."""
+    prefs = preferences.get_prefs(context)
+    scene = context.scene
+    settings = properties.fit_settings(scene, prefs.device)
+    union = getattr(getattr(scene, "occnet", None), "mode", "SEPARATE") == "UNION"
+    return jobs.Job(
+        list(context.selected_objects) if objects is None else objects,
+        settings,
+        scene=scene,
+        depsgraph=context.evaluated_depsgraph_get(),
+        union=union,
+        python=prefs.python_path,
+        work_dir=prefs.work_dir or None,
+    )
+
+
+class OCCNET_OT_reconstruct(bpy.types.Operator):
+    """Reconstruct the selected meshes with an occupancy network (trained in a separate process)"""
+
+    bl_idname = "occnet.reconstruct"
+    bl_label = "Reconstruct"
+    bl_options = {"REGISTER", "UNDO"}
+
+    _job: "jobs.Job | None" = None
+    _timer = None
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if jobs.active_job() is not None:
+            cls.poll_message_set("A reconstruction is already running")
+            return False
+        return True
+
+    # -- blocking path ---------------------------------------------------------------------------
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            job = create_job(context)
+            for note in job.skipped:
+                self.report({"WARNING"}, f"Skipped {note}")
+            objects = job.run(verbose=True)
+        except OccNetCancelled as err:
+            self.report({"WARNING"}, str(err))
+            _set_status(context, str(err), is_error=False, log_path=err.log_path or "")
+            return {"CANCELLED"}
+        except OccNetError as err:
+            self.report({"ERROR"}, str(err))
+            _set_status(context, _first_line(str(err)), is_error=True, log_path=err.log_path or "")
+            return {"CANCELLED"}
+        except Exception as err:  # noqa: BLE001 - a bug must still end as a report, not a crash
+            return self._internal_error(context, err)
+        return self._done(context, job, objects)
+
+    # -- UI path ---------------------------------------------------------------------------------
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if bpy.app.background or context.window is None:
+            return self.execute(context)
+        try:
+            job = create_job(context)
+            for note in job.skipped:
+                self.report({"WARNING"}, f"Skipped {note}")
+            job.start()
+        except OccNetError as err:
+            self.report({"ERROR"}, str(err))
+            _set_status(context, _first_line(str(err)), is_error=True, log_path=err.log_path or "")
+            return {"CANCELLED"}
+        except Exception as err:  # noqa: BLE001
+            return self._internal_error(context, err)
+        self._job = job
+        _set_status(context, "", is_error=False, job=job)
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(TIMER_INTERVAL_S, window=context.window)
+        wm.modal_handler_add(self)
+        _redraw_panels(context)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        job = self._job
+        if job is None:
+            return {"CANCELLED"}
+        if event.type == "ESC" and event.value == "PRESS":
+            job.cancel()
+            _redraw_panels(context)
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER" or event.timer is not self._timer:
+            return {"PASS_THROUGH"}
+        try:
+            finished = job.poll()
+        except Exception as err:  # noqa: BLE001
+            self._stop(context)
+            job.abort()
+            return self._internal_error(context, err)
+        _redraw_panels(context)
+        if not finished:
+            return {"PASS_THROUGH"}
+        self._stop(context)
+        try:
+            objects = job.finish()
+        except OccNetCancelled as err:
+            self.report({"WARNING"}, str(err))
+            _set_status(context, str(err), is_error=False, job=job)
+            return {"CANCELLED"}
+        except OccNetError as err:
+            self.report({"ERROR"}, str(err))
+            _set_status(context, _first_line(str(err)), is_error=True, job=job)
+            return {"CANCELLED"}
+        except Exception as err:  # noqa: BLE001
+            return self._internal_error(context, err)
+        return self._done(context, job, objects)
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender ends the modal (file loaded, window closed): kill the backend, import nothing."""
+        self._stop(context)
+        if self._job is not None:
+            self._job.abort()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _stop(self, context: bpy.types.Context) -> None:
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+
+    def _done(self, context: bpy.types.Context, job: "jobs.Job", objects: list[bpy.types.Object]) -> set[str]:
+        state = job.state
+        iou = f", training IoU {state.iou:.3f}" if state.iou is not None else ""
+        names = ", ".join(ob.name for ob in objects)
+        message = f"Reconstructed {names} ({state.step} steps on {state.device or '?'}{iou})"
+        self.report({"INFO"}, message)
+        _set_status(context, message, is_error=False, job=job)
+        _redraw_panels(context)
+        return {"FINISHED"}
+
+    def _internal_error(self, context: bpy.types.Context, err: BaseException) -> set[str]:
+        traceback.print_exc()  # to the console, for a bug report; the user gets one line
+        message = f"OccNet internal error ({type(err).__name__}: {err}). Details are in the system console."
+        self.report({"ERROR"}, message)
+        _set_status(context, message, is_error=True)
+        return {"CANCELLED"}
+
+
+class OCCNET_OT_cancel(bpy.types.Operator):
+    """Stop the running reconstruction (the backend saves and exits; press again to kill it)"""
+
+    bl_idname = "occnet.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return jobs.active_job() is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        job = jobs.active_job()
+        if job is not None:
+            forced = job.cancelling
+            job.cancel()
+            self.report({"INFO"}, "Killing the backend" if forced else "Cancelling: the backend finishes its step")
+        _redraw_panels(context)
+        return {"FINISHED"}
+
+
+class OCCNET_OT_check_backend(bpy.types.Operator):
+    """Import torch and the backend's packages in the backend interpreter and report versions and device"""
+
+    bl_idname = "occnet.check_backend"
+    bl_label = "Check Backend"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        prefs = preferences.get_prefs(context)
+        backend.forget_detected()
+        try:
+            python, origin = backend.resolve_python(prefs.python_path, prefs.work_dir or None, check=False)
+            ok, message = backend.summarize_check(backend.check_backend(python))
+            message = f"{message} (interpreter from {origin})"
+        except OccNetError as err:
+            ok, message = False, str(err)
+        struct = preferences.prefs_struct(context)
+        if struct is not None:
+            struct.check_result = message
+        self.report({"INFO"} if ok else {"ERROR"}, message)
+        return {"FINISHED"} if ok else {"CANCELLED"}
+
+
+class OCCNET_OT_open_job_folder(bpy.types.Operator):
+    """Open the last job's folder (exports, results, checkpoint, backend.log) in the file browser"""
+
+    bl_idname = "occnet.open_job_folder"
+    bl_label = "Open Job Folder"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        status = getattr(context.window_manager, "occnet_status", None)
+        return bool(status and (status.job_dir or status.log_path))
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        status = context.window_manager.occnet_status
+        folder = status.job_dir or os.path.dirname(status.log_path)
+        if not os.path.isdir(folder):
+            self.report({"ERROR"}, f"The job folder {folder} no longer exists.")
+            return {"CANCELLED"}
+        bpy.ops.wm.path_open(filepath=folder)
+        return {"FINISHED"}
+
+
+classes = (OCCNET_OT_reconstruct, OCCNET_OT_cancel, OCCNET_OT_check_backend, OCCNET_OT_open_job_folder)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)
