@@ -58,7 +58,9 @@ def select_sources(objects: list[bpy.types.Object]) -> tuple[list[bpy.types.Obje
         if ob.type in GEOMETRY_TYPES:
             usable.append(ob)
         else:
-            skipped.append(f"'{ob.name}' is a {ob.type.lower()}, not a mesh")
+            kind = ob.type.lower().replace("_", " ")
+            article = "an" if kind[0] in "aeiou" else "a"
+            skipped.append(f"'{ob.name}' is {article} {kind}, not a mesh")
     if not usable:
         raise OccNetError(
             "No mesh selected: " + "; ".join(skipped) + ". Select one or more mesh objects to reconstruct."
