@@ -504,7 +504,9 @@ class BackendProcess:
             kwargs["start_new_session"] = True
         try:
             self.popen = subprocess.Popen(
-                self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+                # stdin stays open and unused: if Blender dies without running atexit (a crash), the
+                # backend sees EOF on stdin and can stop instead of training on as an orphan.
+                self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=self._log, **kwargs,
             )
         except OSError as err:
@@ -659,6 +661,13 @@ class BackendProcess:
             self._kill_group()  # workers the backend left behind
         with _LIVE_LOCK:
             _LIVE.discard(self)
+        if self.popen is not None and self.popen.poll() is not None:
+            for pipe in (self.popen.stdin, self.popen.stdout if self.stdout_closed else None):
+                try:
+                    if pipe is not None:
+                        pipe.close()
+                except OSError:
+                    pass
         if self._log is not None and not self._log.closed and (self.popen is None or self.popen.poll() is not None):
             self._log.close()
 

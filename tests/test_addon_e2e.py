@@ -46,8 +46,12 @@ def add_suzanne(location=(2.0, -1.0, 1.0), rotation=(0.4, 0.0, 0.9), scale=(1.5,
 
 
 def world_bounds(ob) -> np.ndarray:
-    corners = np.array([tuple(ob.matrix_world @ __import__("mathutils").Vector(c)) for c in ob.bound_box])
-    return np.stack([corners.min(0), corners.max(0)])
+    """[min, max] of the evaluated object's vertices in world space (mathutils, vertex by vertex)."""
+    ob_eval = ob.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    mesh = ob_eval.to_mesh()
+    points = np.array([tuple(ob_eval.matrix_world @ v.co) for v in mesh.vertices])
+    ob_eval.to_mesh_clear()
+    return np.stack([points.min(0), points.max(0)])
 
 
 def as_trimesh(ob):
