@@ -662,7 +662,10 @@ class BackendProcess:
         with _LIVE_LOCK:
             _LIVE.discard(self)
         if self.popen is not None and self.popen.poll() is not None:
-            for pipe in (self.popen.stdin, self.popen.stdout if self.stdout_closed else None):
+            if self._reader is not None:
+                self._reader.join(timeout=1.0)  # EOF follows once the group is gone
+            reader_done = self._reader is None or not self._reader.is_alive()
+            for pipe in (self.popen.stdin, self.popen.stdout if reader_done else None):
                 try:
                     if pipe is not None:
                         pipe.close()
