@@ -36,16 +36,18 @@ class OCCNET_AP_preferences(bpy.types.AddonPreferences):
     check_result: StringProperty(name="Last Check", options={"SKIP_SAVE"})
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
-        layout.prop(self, "python_path")
-        layout.prop(self, "work_dir")
-        layout.prop(self, "device")
-        row = layout.row()
-        row.operator("occnet.check_backend", icon="CHECKMARK")
-        if self.check_result:
-            box = layout.box()
-            for line in wrap(self.check_result, 100):
-                box.label(text=line)
+        draw_preferences(self.layout, self)
+
+
+def draw_preferences(layout: bpy.types.UILayout, prefs: "OCCNET_AP_preferences") -> None:
+    layout.prop(prefs, "python_path")
+    layout.prop(prefs, "work_dir")
+    layout.prop(prefs, "device")
+    layout.operator("occnet.check_backend", icon="CHECKMARK")
+    if prefs.check_result:
+        box = layout.box()
+        for line in wrap(prefs.check_result, 100):
+            box.label(text=line)
 
 
 @dataclass
