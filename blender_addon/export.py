@@ -54,6 +54,7 @@ def select_sources(objects: list[bpy.types.Object]) -> tuple[list[bpy.types.Obje
     if not objects:
         raise OccNetError("Nothing selected: select one or more mesh objects to reconstruct.")
     usable, skipped = [], []
+    objects = list(dict.fromkeys(objects))  # the same object twice is still one shape
     for ob in objects:
         if ob.type in GEOMETRY_TYPES:
             usable.append(ob)

@@ -216,6 +216,7 @@ def test_mixed_selection_skips_non_meshes(blender, tmp_path):
     monkey = add_monkey()
     usable, skipped = export.select_sources([light, monkey])
     assert usable == [monkey] and skipped == ["'Point' is a light, not a mesh"]
+    assert export.select_sources([monkey, monkey])[0] == [monkey]
 
 
 def test_panel_and_operators_are_registered(blender):
