@@ -14,6 +14,7 @@ import sys
 # name -> (module, one-line help). Keep in the order a user meets them.
 COMMANDS: dict[str, str] = {
     "synthetic": "Train on an analytic shape and write its extracted mesh (a quick self-check).",
+    "prepare": "Turn mesh files or folders into a dataset folder with cached, labelled samples.",
 }
 
 

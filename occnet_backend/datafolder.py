@@ -460,7 +460,8 @@ def prepare_dataset(
     With no inputs, prepares the meshes already in the folder (what the add-on writes). Shapes
     whose cache is fresh are skipped. Splits: written from `split` fractions when given; else
     existing split files are kept if they cover exactly the meshes present; else written with
-    0.8/0.1/0.1. `on_progress(done, total, result)` is called after each shape.
+    0.8/0.1/0.1. `on_progress(done, total, result)` is called once with done=0 before the
+    work starts, then after each shape.
 
     Raises:
         DatasetError: before any work, for bad ids, duplicate ids, missing inputs, bad fractions.
@@ -501,6 +502,8 @@ def prepare_dataset(
     tasks = [(str(sources[s]) if s in sources else None, str(root), s, config.to_dict(), force) for s in all_ids]
     report = PrepareReport(str(root))
     done = 0
+    if on_progress:
+        on_progress(0, len(tasks), {"status": "start"})
 
     def record(result: dict) -> None:
         nonlocal done

@@ -1,0 +1,116 @@
+"""Winding-number labels on broken meshes: holes, overlapping parts, flipped faces, a real mesh."""
+
+from __future__ import annotations
+
+import igl
+import numpy as np
+import pytest
+import trimesh
+
+from occnet_backend.labels import inside, winding_numbers
+from occnet_backend.meshes import normalization, to_unit_cube
+
+
+def punch_holes(vertices, faces, count, radius, seed=0):
+    """Remove every face whose centroid is within `radius` of `count` random face centroids."""
+    rng = np.random.default_rng(seed)
+    centroids = vertices[faces].mean(axis=1)
+    centers = centroids[rng.choice(len(faces), count, replace=False)]
+    dist = np.linalg.norm(centroids[:, None, :] - centers[None, :, :], axis=2).min(axis=1)
+    return faces[dist > radius]
+
+
+def sphere(radius=0.4, subdivisions=4):
+    m = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
+    return np.asarray(m.vertices), np.asarray(m.faces, dtype=np.int64)
+
+
+def far_from(points, radius, margin):
+    """Points at least `margin` away from the sphere surface of `radius`."""
+    return np.abs(np.linalg.norm(points, axis=1) - radius) > margin
+
+
+@pytest.fixture(scope="module")
+def query():
+    return np.random.default_rng(1).uniform(-0.55, 0.55, (100_000, 3))
+
+
+def test_closed_sphere_matches_analytic(query):
+    v, f = sphere()
+    labels = inside(v, f, query)
+    truth = np.linalg.norm(query, axis=1) < 0.4
+    keep = far_from(query, 0.4, 0.005)  # the tessellation is inside the true sphere by < 0.002
+    assert labels.dtype == bool and labels.shape == (len(query),)
+    assert (labels[keep] == truth[keep]).all()
+
+
+def test_holes_do_not_break_labels(query):
+    v, f = sphere()
+    open_f = punch_holes(v, f, count=12, radius=0.04)
+    assert len(open_f) < len(f) * 0.97  # really open
+    assert not trimesh.Trimesh(v, open_f).is_watertight
+    truth = np.linalg.norm(query, axis=1) < 0.4
+    keep = far_from(query, 0.4, 0.05)
+    labels = inside(v, open_f, query)
+    assert (labels[keep] == truth[keep]).mean() > 0.9999
+
+
+def test_overlapping_closed_parts_are_their_union(query):
+    a = trimesh.creation.box(extents=[0.6, 0.4, 0.4])
+    b = trimesh.creation.box(extents=[0.4, 0.6, 0.4])
+    b.apply_translation([0.15, 0.1, 0.05])
+    soup = trimesh.util.concatenate([a, b])  # no boolean: two closed boxes overlapping
+    in_a = (np.abs(query) < [0.3, 0.2, 0.2]).all(axis=1)
+    in_b = (np.abs(query - [0.15, 0.1, 0.05]) < [0.2, 0.3, 0.2]).all(axis=1)
+    truth = in_a | in_b
+    boundary = np.minimum(
+        np.abs(np.abs(query) - [0.3, 0.2, 0.2]).min(axis=1),
+        np.abs(np.abs(query - [0.15, 0.1, 0.05]) - [0.2, 0.3, 0.2]).min(axis=1),
+    )
+    keep = boundary > 1e-3
+    labels = inside(soup.vertices, soup.faces, query)
+    assert (labels[keep] == truth[keep]).all()
+    # the overlap has winding number 2, still inside
+    w = winding_numbers(soup.vertices, soup.faces, np.array([[0.1, 0.05, 0.0]]))
+    assert w[0] == pytest.approx(2.0, abs=1e-3)
+
+
+def test_all_faces_flipped_gives_the_same_labels(query):
+    v, f = sphere()
+    assert (inside(v, f[:, ::-1], query) == inside(v, f, query)).all()
+
+
+def test_some_faces_flipped_keeps_labels_away_from_them(query):
+    v, f = sphere()
+    rng = np.random.default_rng(0)
+    flip = rng.random(len(f)) < 0.05
+    mixed = f.copy()
+    mixed[flip] = mixed[flip][:, ::-1]
+    truth = np.linalg.norm(query, axis=1) < 0.4
+    keep = far_from(query, 0.4, 0.05)
+    assert (inside(v, mixed, query)[keep] == truth[keep]).mean() > 0.999
+
+
+def test_chunks_give_identical_results(query):
+    v, f = sphere(subdivisions=3)
+    whole = winding_numbers(v, f, query[:5000])
+    chunked = winding_numbers(v, f, query[:5000], chunk_size=777)
+    np.testing.assert_array_equal(whole, chunked)
+    assert winding_numbers(v, f, np.zeros((0, 3))).shape == (0,)
+
+
+@pytest.mark.parametrize("holes", [0, 15])
+def test_suzanne_fast_matches_exact_winding_number(suzanne_subdivided, holes):
+    """A real mesh (open eye sockets, overlapping eyes), also with holes punched: fast vs exact."""
+    v, f = suzanne_subdivided
+    center, scale = normalization(v)
+    v = to_unit_cube(v, center, scale)
+    if holes:
+        f = punch_holes(v, f, count=holes, radius=0.03)
+    rng = np.random.default_rng(0)
+    surface, _ = trimesh.sample.sample_surface(trimesh.Trimesh(v, f, process=False), 2000, seed=0)
+    pts = np.concatenate([rng.uniform(-0.55, 0.55, (2000, 3)), surface + rng.normal(scale=0.01, size=surface.shape)])
+    fast = inside(v, f, pts)
+    exact = np.abs(igl.winding_number(v, f, pts)) > 0.5
+    assert (fast != exact).mean() <= 0.0005  # at most 2 of 4000 points
+    assert 0.05 < fast[:2000].mean() < 0.5  # a head, not empty and not the whole box
