@@ -29,13 +29,42 @@ def winding_numbers(
     q = np.asarray(points).reshape(-1, 3)
     if len(q) == 0:
         return np.zeros(0, dtype=np.float64)
+    order = spatial_order(q) if len(q) >= SORT_MIN_POINTS else None
+    if order is not None:
+        q = q[order]
     if len(q) <= chunk_size:
-        return igl.fast_winding_number(v, f, np.ascontiguousarray(q, dtype=np.float64))
-    out = np.empty(len(q), dtype=np.float64)
-    for start in range(0, len(q), chunk_size):
-        chunk = np.ascontiguousarray(q[start : start + chunk_size], dtype=np.float64)
-        out[start : start + len(chunk)] = igl.fast_winding_number(v, f, chunk)
+        w = igl.fast_winding_number(v, f, np.ascontiguousarray(q, dtype=np.float64))
+    else:
+        w = np.empty(len(q), dtype=np.float64)
+        for start in range(0, len(q), chunk_size):
+            chunk = np.ascontiguousarray(q[start : start + chunk_size], dtype=np.float64)
+            w[start : start + len(chunk)] = igl.fast_winding_number(v, f, chunk)
+    if order is None:
+        return w
+    out = np.empty_like(w)
+    out[order] = w
     return out
+
+
+SORT_MIN_POINTS = 20_000
+SORT_GRID = 32
+
+
+def spatial_order(points: np.ndarray, resolution: int = SORT_GRID) -> np.ndarray:
+    """A permutation that groups query points by cell of a coarse grid over their bounding box.
+
+    Why: libigl walks its face hierarchy per query point; neighbouring queries visit the same
+    nodes, so grouping them keeps those nodes in cache, and it spreads slow near-surface and fast
+    far-away points evenly over libigl's threads (which split the array into contiguous ranges).
+    Measured on Suzanne (63k faces, 2 cores): 0.40 M points/s for the training mix in the order it
+    was drawn (uniform, then near-surface), 0.65 M shuffled, 0.88 M grid-sorted; sorting costs
+    ~0.1 s per million points.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    lo, hi = p.min(axis=0), p.max(axis=0)
+    cell = np.clip(((p - lo) / np.maximum(hi - lo, 1e-12) * resolution).astype(np.int64), 0, resolution - 1)
+    key = (cell[:, 0] * resolution + cell[:, 1]) * resolution + cell[:, 2]
+    return np.argsort(key)
 
 
 def inside(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
