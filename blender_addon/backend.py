@@ -48,6 +48,7 @@ REQUIRED_MODULES: dict[str, str] = {
 
 ENV_PYTHON = "OCCNET_PYTHON"
 EXIT_CANCELLED = 130
+RESOLUTIONS = (32, 64, 128, 256, 512)  # the backend's MISE extractor refines a 32³ grid by doubling
 CANCEL_GRACE_S = 30.0  # after a graceful cancel, how long the backend may take to save and exit
 TERMINATE_GRACE_S = 3.0  # at unregister / exit: SIGTERM first, SIGKILL after this
 
@@ -320,8 +321,11 @@ class FitSettings:
         problems = []
         if self.steps < 1:
             problems.append(f"steps must be at least 1 (got {self.steps})")
-        if not 8 <= self.resolution <= 1024:
-            problems.append(f"resolution must lie in 8..1024 (got {self.resolution})")
+        if self.resolution not in RESOLUTIONS:
+            problems.append(
+                f"resolution must be one of {', '.join(map(str, RESOLUTIONS))} "
+                f"(the extractor doubles a 32³ grid; got {self.resolution})"
+            )
         if not 0.0 < self.threshold < 1.0:
             problems.append(f"threshold must lie strictly between 0 and 1 (got {self.threshold})")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -375,34 +379,47 @@ class JobState:
     checkpoint: str = ""
     meshes: dict[str, str] = field(default_factory=dict)  # shape_id -> PLY path
     metrics: dict[str, Any] = field(default_factory=dict)
-    parameters: dict[str, Any] = field(default_factory=dict)
+    parameters: Any = None  # what the backend says about its model (e.g. the parameter count)
     error: str = ""
     done: str = ""  # "", "ok", "cancelled", "error"
     phase: str = "starting"
 
     def apply(self, event: dict[str, Any]) -> None:
+        """Folds one event into the state. Tolerant: a malformed field is ignored, never raised,
+        so a backend newer or older than the add-on cannot crash Blender's timer."""
+        try:
+            self._apply(event)
+        except (TypeError, ValueError, AttributeError):
+            pass
+
+    def _apply(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind == "start":
             self.device = str(event.get("device", ""))
-            self.total = int(event.get("total_steps") or self.total)
-            self.parameters = dict(event.get("parameters") or {})
+            self.total = _int(event.get("total_steps"), self.total)
+            self.parameters = event.get("parameters")
             self.phase = "training"
+        elif kind == "stage":
+            self.phase = {"prepare": "preparing", "train": "training", "extract": "extracting"}.get(
+                str(event.get("name")), str(event.get("name", self.phase)))
         elif kind == "progress":
-            self.step = int(event.get("step") or 0)
-            self.total = int(event.get("total") or self.total)
-            self.loss = _num(event.get("loss"))
-            self.iou = _num(event.get("iou"))
-            self.points_per_s = _num(event.get("points_per_s"))
-            self.eta_s = _num(event.get("eta_s"))
+            self.step = _int(event.get("step"), self.step)
+            self.total = _int(event.get("total"), self.total)
+            for name in ("loss", "iou", "points_per_s", "eta_s"):
+                if name in event:  # absent: keep the last value; null: unknown now
+                    setattr(self, name, _num(event[name]))
             self.phase = "training"
         elif kind == "checkpoint":
             self.checkpoint = str(event.get("path", ""))
-            self.phase = "extracting"
         elif kind == "mesh":
             self.meshes[str(event.get("shape_id"))] = str(event.get("path"))
             self.phase = "extracting"
         elif kind == "metrics":
-            self.metrics.update({k: v for k, v in event.items() if k not in ("event", "time")})
+            fields = {k: v for k, v in event.items() if k not in ("event", "time", "shape_id")}
+            if "shape_id" in event:
+                self.metrics[str(event["shape_id"])] = fields
+            else:
+                self.metrics.update(fields)
         elif kind == "error":
             self.error = str(event.get("message", "unknown error"))
         elif kind == "done":
@@ -426,6 +443,13 @@ class JobState:
         if self.device:
             parts.append(self.device)
         return ", ".join(parts)
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return default if value is None else int(value)
+    except (TypeError, ValueError):
+        return default
 
 
 def _num(value: Any) -> float | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from .backend import FitSettings
+from .backend import RESOLUTIONS, FitSettings
 
 _DEFAULTS = FitSettings()
 
@@ -52,9 +52,11 @@ class OCCNET_PG_settings(bpy.types.PropertyGroup):
         name="Frequencies", description="Number of Fourier frequencies",
         default=_DEFAULTS.fourier_frequencies or 64, min=1, max=1024, soft_max=256,
     )
-    resolution: IntProperty(
-        name="Resolution", description="Marching-cubes grid resolution of the extracted surface",
-        default=_DEFAULTS.resolution, min=16, max=1024, soft_max=512,
+    resolution: EnumProperty(
+        name="Resolution",
+        description="Marching-cubes grid resolution of the extracted surface (cells per side)",
+        items=[(str(r), f"{r}³", f"{r} cells per side") for r in RESOLUTIONS],
+        default=str(_DEFAULTS.resolution),
     )
     threshold: FloatProperty(
         name="Threshold", description="Occupancy probability at which the surface is extracted",
@@ -78,7 +80,7 @@ def fit_settings(scene: bpy.types.Scene | None, device: str = "auto") -> FitSett
         return FitSettings(device=device)
     return FitSettings(
         steps=props.steps,
-        resolution=props.resolution,
+        resolution=int(props.resolution),
         threshold=round(props.threshold, 4),
         device=device,
         points=props.points,

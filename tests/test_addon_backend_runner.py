@@ -95,22 +95,26 @@ def test_fit_command_is_an_argv_list_with_every_setting():
 def test_invalid_settings_are_named():
     with pytest.raises(OccNetError, match=r"threshold must lie strictly between 0 and 1 \(got 1.5\).*device"):
         backend.FitSettings(threshold=1.5, device="tpu").validate()
+    with pytest.raises(OccNetError, match=r"resolution must be one of 32, 64, 128, 256, 512 .*got 100"):
+        backend.FitSettings(resolution=100).validate()
 
 
 def test_job_state_follows_the_event_stream():
     state = backend.JobState()
     for event in [
-        {"event": "start", "device": "cpu", "parameters": {"width": 32}, "total_steps": 10},
+        {"event": "stage", "name": "prepare"},
+        {"event": "start", "device": "cpu", "parameters": 12345, "total_steps": 10},
         {"event": "progress", "step": 5, "total": 10, "loss": 0.25, "iou": None, "points_per_s": 1e5, "eta_s": 65},
         {"event": "checkpoint", "path": "model.pt"},
         {"event": "mesh", "shape_id": "Suzanne", "path": "Suzanne.ply"},
-        {"event": "metrics", "iou": 0.9},
+        {"event": "progress", "step": "garbage"},  # tolerated, ignored
+        {"event": "metrics", "shape_id": "Suzanne", "iou": 0.9},
         {"event": "done", "status": "ok"},
     ]:
         state.apply(event)
     assert (state.device, state.step, state.total, state.fraction) == ("cpu", 5, 10, 0.5)
     assert state.iou is None and state.checkpoint == "model.pt" and state.meshes == {"Suzanne": "Suzanne.ply"}
-    assert state.metrics == {"iou": 0.9} and state.done == "ok"
+    assert state.metrics == {"Suzanne": {"iou": 0.9}} and state.done == "ok" and state.parameters == 12345
     assert state.progress_line() == "step 5/10, loss 0.2500, ETA 1 min 05 s, cpu"
 
 

@@ -113,7 +113,7 @@ def test_operator_reconstructs_suzanne(blender, tmp_path):
     select(source)
     settings = bpy.context.scene.occnet
     settings.steps, settings.points, settings.width, settings.depth = TINY["steps"], TINY["points"], TINY["width"], TINY["depth"]
-    settings.resolution, settings.use_fourier = TINY["resolution"], False
+    settings.resolution, settings.use_fourier = str(TINY["resolution"]), False
     assert bpy.ops.occnet.reconstruct("EXEC_DEFAULT") == {"FINISHED"}
     result = bpy.data.objects["Suzanne OccNet"]
     assert [c.name for c in result.users_collection] == [results.COLLECTION_NAME]
