@@ -17,6 +17,7 @@ unavailable: `pip install rtree` (or put it on PYTHONPATH) to include it.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -112,6 +113,7 @@ def main() -> None:
     parser.add_argument("--holes", type=int, default=40, help="holes punched in the second run")
     args = parser.parse_args()
     print(f"machine: {machine()}")
+    print(f"load average before: {os.getloadavg()[0]:.2f} (other processes on these cores slow every number)")
     import trimesh
 
     print(f"trimesh {trimesh.__version__}")
@@ -121,7 +123,8 @@ def main() -> None:
     measure(f"Suzanne (subdivision {args.subdivisions})", v, f, args)
     holed = punch_holes(v, f, args.holes, 0.02)
     measure(f"Suzanne with {args.holes} holes punched ({len(f) - len(holed):,} faces removed)", v, holed, args)
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (most of it trimesh.contains), "
+          f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
