@@ -1,14 +1,28 @@
 """OccNet backend: occupancy networks (Mescheder et al., CVPR 2019) in PyTorch.
 
 Runs in its own process (never inside Blender); the add-on talks to it through files and
-JSON lines (`python -m occnet_backend ... --events jsonl`).
+JSON lines (`python -m occnet_backend ... --events jsonl`). The public names below are imported
+lazily, so the CLI and `prepare` workers do not pay for a torch import they never use.
 """
 
-from occnet_backend.extraction import extract_mesh
-from occnet_backend.models import OccupancyNetwork
-from occnet_backend.synthetic import SyntheticOccupancyDataset
-from occnet_backend.training import OccupancyTrainer
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["OccupancyNetwork", "OccupancyTrainer", "SyntheticOccupancyDataset", "extract_mesh", "__version__"]
+_EXPORTS = {
+    "OccupancyNetwork": "occnet_backend.models",
+    "OccupancyTrainer": "occnet_backend.training",
+    "SyntheticOccupancyDataset": "occnet_backend.synthetic",
+    "OccupancyDataset": "occnet_backend.dataset",
+    "extract_mesh": "occnet_backend.extraction",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'occnet_backend' has no attribute {name!r}")
