@@ -90,6 +90,7 @@ def write_ply(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray) 
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a plain file is what anyone expects
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -227,6 +228,8 @@ def _read_ascii(text_body: bytes, elements: list[_Element], where: str):
 
 def _triangulate(polygons: list[np.ndarray] | np.ndarray) -> np.ndarray:
     """Fan-triangulates polygons given as rows; drops degenerate rows with fewer than 3 corners."""
+    if len(polygons) == 0:
+        return np.zeros((0, 3), dtype=np.int64)
     if isinstance(polygons, np.ndarray):
         rows = polygons.reshape(len(polygons), -1)
         n = rows.shape[1]

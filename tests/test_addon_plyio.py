@@ -152,3 +152,9 @@ def test_out_of_range_indices_are_rejected(tmp_path):
     path.write_bytes(header.replace(b"element vertex 4", b"element vertex 3") + b"end_header\n" + body[12:])
     with pytest.raises(plyio.PLYError):
         plyio.read_ply(path)
+
+
+def test_empty_mesh_reads_as_empty_arrays(tmp_path):
+    """An extraction that found no surface: zero faces is a valid file, not a parse error."""
+    v, f = plyio.read_ply(plyio.write_ply(tmp_path / "e.ply", np.zeros((0, 3)), np.zeros((0, 3))))
+    assert v.shape == (0, 3) and f.shape == (0, 3)
