@@ -1,0 +1,94 @@
+"""`python -m occnet_backend fit` end to end, as the add-on runs it: real subprocess, real files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from occnet_backend.labels import inside
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--steps", "150", "--points", "2048", "--width", "64", "--depth", "2", "--resolution", "64",
+        "--fourier-frequencies", "32", "--cached-points", "20000", "--device", "cpu", "--workers", "1"]
+
+
+def run_fit(args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "occnet_backend", "fit", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def events_of(stdout):
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_fit_reconstructs_suzanne_in_its_own_coordinates(tmp_path, suzanne):
+    vertices, faces = suzanne
+    vertices = vertices * 3.0 + [10.0, -2.0, 5.0]  # far from the unit cube: normalisation must be undone
+    source = tmp_path / "my monkey.ply"  # spaces in names must work
+    trimesh.Trimesh(vertices, faces, process=False).export(source)
+    out = tmp_path / "run"
+    result = run_fit([str(source), "--out", str(out), *TINY, "--events", "jsonl"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    events = events_of(result.stdout)
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "done" and events[-1]["status"] == "ok"
+    assert {"start", "progress", "checkpoint", "mesh"} <= set(kinds)
+    mesh_event = next(e for e in events if e["event"] == "mesh")
+    assert mesh_event["shape_id"] == "my monkey"
+    recon = trimesh.load(mesh_event["path"])
+    assert recon.is_watertight and recon.volume > 0
+    # placed over the source: IoU on points around the source's bounding box
+    lo, hi = vertices.min(0), vertices.max(0)
+    probe = np.random.default_rng(0).uniform(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo), (50_000, 3))
+    a, b = inside(vertices, faces, probe), inside(recon.vertices, recon.faces, probe)
+    assert (a & b).sum() / (a | b).sum() > 0.6
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert checkpoint["shape_ids"] == ["my monkey"] and checkpoint["model_class"] == "OccupancyNetwork"
+    assert not list(out.rglob("*.tmp")), "no temporary files left behind"
+
+
+def test_fit_bad_input_is_one_clear_line_and_exit_1(tmp_path):
+    cloud = tmp_path / "cloud.ply"
+    trimesh.PointCloud(np.random.rand(100, 3)).export(cloud)
+    result = run_fit([str(cloud), "--out", str(tmp_path / "run"), *TINY, "--events", "jsonl"])
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "cloud.ply" in result.stderr and "error:" in result.stderr
+    events = events_of(result.stdout)
+    assert events[-1] == {**events[-1], "event": "done", "status": "error"}
+    assert any(e["event"] == "error" and "cloud.ply" in e["message"] for e in events)
+    assert not (tmp_path / "run" / "meshes").exists()
+
+
+def test_fit_bad_settings_are_rejected(tmp_path):
+    box = tmp_path / "box.obj"
+    trimesh.creation.box().export(box)
+    result = run_fit([str(box), "--out", str(tmp_path / "run"), "--resolution", "100"])
+    assert result.returncode == 1 and "not reachable by doubling" in result.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_cancels_saves_and_exits_130(tmp_path):
+    box = tmp_path / "box.obj"
+    trimesh.creation.box().export(box)
+    args = [sys.executable, "-m", "occnet_backend", "fit", str(box), "--out", str(tmp_path / "run"),
+            *TINY[:0], "--steps", "100000", "--width", "32", "--depth", "1", "--cached-points", "20000",
+            "--device", "cpu", "--workers", "1", "--events", "jsonl"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if '"progress"' in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert events_of(stdout)[-1]["status"] == "cancelled"
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["shape_ids"] == ["box"]
