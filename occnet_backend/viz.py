@@ -101,9 +101,9 @@ def occupancy_slices(
         values = values.reshape(3, resolution, resolution)
     else:
         grid = _as_numpy(source)
-        if grid.ndim != 3 or len(set(grid.shape)) != 1:
+        if grid.ndim != 3 or len(set(grid.shape)) != 1 or grid.shape[0] < 2:
             raise ValueError(
-                f"an occupancy grid must be a cube [n, n, n] indexed [x, y, z], got shape {grid.shape}; "
+                f"an occupancy grid must be a cube [n, n, n] (n >= 2) indexed [x, y, z], got shape {grid.shape}; "
                 "pass a callable points -> values for anything else"
             )
         c = grid.shape[0] // 2
@@ -147,7 +147,9 @@ def occupancy_slices_figure(
     fig = _figure(SLICES_SIZE_PX)
     rows = 1 if true is None else 2
     axes = fig.subplots(rows, 3, squeeze=False)
-    extent = (-box, box, -box, box)
+    n = pred.shape[-1]
+    edge = box * n / (n - 1)  # pixel centres on the samples, the outer ones on the box's faces
+    extent = (-edge, edge, -edge, edge)
     agreement_cmap = ListedColormap(_AGREEMENT_COLORS)
     image = None
     for s, (fixed, h, v) in enumerate(_PLANES):
