@@ -185,7 +185,9 @@ def occupancy_slices_figure(
     return fig
 
 
-def training_curves_figure(history: Mapping[str, Sequence] | Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
+def training_curves_figure(
+    history: Mapping[str, Sequence] | Sequence[Mapping[str, Any]], title: str | None = None
+) -> Figure:
     """The figure of `plot_training_curves`."""
     columns = _history_columns(history)
     fig = _figure(CURVES_SIZE_PX)
