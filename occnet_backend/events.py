@@ -21,16 +21,16 @@ import time
 from typing import Any, TextIO
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Make numpy/torch scalars and non-finite floats JSON-safe (NaN/inf become null)."""
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -47,7 +47,7 @@ class EventWriter:
     def emit(self, event: str, **fields: Any) -> None:
         if not self.enabled:
             return
-        record = {"event": event, "time": round(time.time(), 3), **_jsonable(fields)}
+        record = {"event": event, "time": round(time.time(), 3), **jsonable(fields)}
         self.stream.write(json.dumps(record) + "\n")
         self.stream.flush()
 

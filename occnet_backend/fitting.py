@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from occnet_backend.events import NULL_EVENTS, EventWriter
+from occnet_backend.events import NULL_EVENTS, EventWriter, jsonable
 from occnet_backend.files import atomic_write_bytes, write_ply
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ def fit_meshes(
     Raises ValueError (MeshError, DatasetError...) with a message naming the bad input.
     """
     from occnet_backend.datafolder import load_samples, prepare_dataset
+    from occnet_backend.datafolder import mesh_path as report_mesh_path
     from occnet_backend.dataset import OccupancyDataset
     from occnet_backend.sampling import SamplingConfig
     from occnet_backend.training import OccupancyTrainer, resolve_device
@@ -149,13 +150,16 @@ def fit_meshes(
         return FitResult(shape_ids, {}, checkpoint, {}, status, history)
 
     # 3. extract and 4. evaluate each shape
+    from occnet_backend.extraction import extract_mesh
+    from occnet_backend.meshes import load_mesh, to_unit_cube
+    from occnet_backend.metrics import evaluate_mesh
+    from occnet_backend.viz import mesh_occupancy_fn, plot_occupancy_slices, plot_training_curves
+
     events.emit("stage", name="extract")
     per_shape, mesh_paths = {}, {}
     for index, sid in enumerate(shape_ids):
         start = time.perf_counter()
         logit_fn = shape_logit_fn(model, index)
-        from occnet_backend.extraction import extract_mesh
-
         mesh = extract_mesh(logit_fn, resolution=s.resolution, threshold=s.threshold)
         extract_s = time.perf_counter() - start
         sample = samples[sid]
@@ -163,12 +167,24 @@ def fit_meshes(
         mesh_paths[sid] = write_ply(out_dir / "meshes" / f"{sid}.ply", world, mesh["faces"])
         events.emit("mesh", shape_id=sid, path=str(mesh_paths[sid].resolve()))
 
-        metrics = {"extract_s": extract_s, "evaluations": mesh["stats"]["evaluations"],
-                   "vertices": len(world), "faces": len(mesh["faces"])}
+        start = time.perf_counter()
+        in_box = np.all(np.abs(sample["uniform_points"]) <= IOU_BOX, axis=1)
+        metrics = evaluate_mesh(
+            mesh["vertices"], mesh["faces"], sample["surface_points"], sample["surface_normals"],
+            sample["uniform_points"][in_box], sample["uniform_occupancy"][in_box],
+        )
+        source = load_mesh(report_mesh_path(out_dir / "data", sid))
+        plot_occupancy_slices(
+            logit_fn, mesh_occupancy_fn(to_unit_cube(source.vertices, sample["center"], sample["scale"]), source.faces),
+            out_dir / f"slices_{sid}.png", logits=True, title=f"{sid}: prediction vs labels",
+        )
+        metrics.update(extract_s=extract_s, evaluate_s=time.perf_counter() - start,
+                       evaluations=mesh["stats"]["evaluations"])
         per_shape[sid] = metrics
         events.emit("metrics", shape_id=sid, **metrics)
+    plot_training_curves(history, out_dir / "training_curve.png", title="fit")
     summary = {"shapes": per_shape, "timings": timings, "device": str(device), "settings": s.__dict__}
-    atomic_write_bytes(out_dir / "metrics.json", json.dumps(_jsonable(summary), indent=2).encode())
+    atomic_write_bytes(out_dir / "metrics.json", json.dumps(jsonable(summary), indent=2).encode())
     return FitResult(shape_ids, mesh_paths, checkpoint, summary, status, history)
 
 
@@ -203,13 +219,37 @@ def save_fit_checkpoint(path: Path, model: torch.nn.Module, shape_ids: list[str]
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
+def load_fit_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """(model with weights, payload) from a `fit` checkpoint; ValueError naming the file otherwise.
+
+    Loaded with weights_only=True: a checkpoint cannot run code. Only our own model classes are
+    rebuilt, from the constructor config stored beside the weights.
+    """
+    import pickle
+    import zipfile
+
+    from occnet_backend.models import OccupancyNetwork
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such checkpoint; run `python -m occnet_backend fit ... --out DIR` first")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, OSError) as err:
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}); it is corrupt or "
+                         f"not written by occnet_backend: run fit again") from None
+    if not isinstance(payload, dict) or payload.get("format") != "occnet-fit-1":
+        raise ValueError(f"{path}: not a checkpoint written by `occnet_backend fit` (format occnet-fit-1)")
+    classes = {"OccupancyNetwork": OccupancyNetwork}
+    if payload["model_class"] == "ConditionalOccupancyNetwork":
+        from occnet_backend.conditional import ConditionalOccupancyNetwork
+
+        classes["ConditionalOccupancyNetwork"] = ConditionalOccupancyNetwork
+    if payload["model_class"] not in classes:
+        raise ValueError(f"{path}: unknown model class {payload['model_class']!r}")
+    model = classes[payload["model_class"]](**payload["model_config"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not match the stored model config ({err})") from None
+    return model, payload

@@ -60,6 +60,22 @@ class ShapeModel:
         self.device = device
 
 
+def load_shape_model(checkpoint: str | Path, device: str = "auto") -> ShapeModel:
+    """A `fit` checkpoint -> ShapeModel. Raises ValueError naming the file for anything unusable."""
+    from occnet_backend.fitting import load_fit_checkpoint
+    from occnet_backend.training import resolve_device
+
+    model, payload = load_fit_checkpoint(checkpoint)
+    device = resolve_device(device)
+    model.to(device).eval()
+    if hasattr(model, "code_weights_logit_fn"):
+        logit_fn_for = model.code_weights_logit_fn
+    else:
+        logit_fn_for = lambda weights: model.predict_logits  # noqa: E731  (one shape: weights are [1])
+    return ShapeModel(logit_fn_for, payload["shape_ids"], payload["centers"].numpy(), payload["scales"].numpy(),
+                      device=str(device))
+
+
 class MeshServer:
     def __init__(self, model: ShapeModel, out_dir: Path):
         self.model = model

@@ -54,6 +54,10 @@ def test_fit_reconstructs_suzanne_in_its_own_coordinates(tmp_path, suzanne):
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
     assert checkpoint["shape_ids"] == ["my monkey"] and checkpoint["model_class"] == "OccupancyNetwork"
     assert not list(out.rglob("*.tmp")), "no temporary files left behind"
+    metrics = json.loads((out / "metrics.json").read_text())["shapes"]["my monkey"]
+    assert metrics["watertight"] and metrics["iou"] > 0.6 and metrics["chamfer_l1"] < 0.05
+    for png in ("training_curve.png", "slices_my monkey.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_fit_bad_input_is_one_clear_line_and_exit_1(tmp_path):

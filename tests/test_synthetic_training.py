@@ -52,8 +52,8 @@ def test_training_learns_a_shape_and_extracts_a_closed_mesh_of_the_right_volume(
     ds = SyntheticOccupancyDataset(num_samples=1, shapes=["capsule"], num_points=4096, seed=2)
     model = OccupancyNetwork(dim_hidden=64, num_layers=3, fourier_frequencies=32, fourier_scale=1.5)
     trainer = OccupancyTrainer(model, DataLoader(ds, batch_size=1), device="cpu", lr=2e-3)
-    history = trainer.train(max_steps=250)
-    assert len(history) == 250 and history[-1]["loss"] < history[0]["loss"] / 3
+    history = trainer.train(max_steps=400)
+    assert len(history) == 400 and history[-1]["loss"] < history[0]["loss"] / 3
     shape = ds.shapes[0]
     pts = np.random.default_rng(1).uniform(-0.55, 0.55, (100_000, 3)).astype(np.float32)
     pred = model.predict_probability(pts).numpy() >= 0.5

@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if result.status == "cancelled":
         print(f"cancelled; checkpoint saved to {result.checkpoint}", file=sys.stderr)
         return EXIT_CANCELLED
-    for sid, path in result.mesh_paths.items():
-        print(f"{sid} -> {path}", file=sys.stderr)
+    for sid, m in result.metrics["shapes"].items():
+        print(
+            f"{sid}: IoU {m['iou']:.3f}  Chamfer-L1 {m['chamfer_l1']:.4f}  NC {m['normal_consistency']:.3f}  "
+            f"F@1% {m['fscore']:.3f}  watertight {m['watertight']}  -> {result.mesh_paths[sid]}",
+            file=sys.stderr,
+        )
     return 0

@@ -1,0 +1,36 @@
+"""`serve`: keep a fitted model loaded and answer extraction requests (the add-on's live sliders).
+
+    python -m occnet_backend serve --checkpoint RUN/checkpoint.pt [--out DIR --device auto]
+
+Reads one JSON request per line on stdin and answers one JSON line on stdout; the protocol is in
+occnet_backend/serving.py. EOF on stdin (Blender closed, or the add-on let go) ends the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+HELP = "Keep a fitted model loaded and extract meshes on request (JSON lines on stdin/stdout)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt written by `fit`")
+    parser.add_argument("--out", type=Path, help="folder for the mesh files (default: a temporary folder)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+
+
+def run(args: argparse.Namespace) -> int:
+    from occnet_backend.serving import MeshServer, load_shape_model
+
+    try:
+        model = load_shape_model(args.checkpoint, args.device)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.stdout.write('{"event": "error", "message": %s}\n' % __import__("json").dumps(str(err)))
+        return 1
+    out = args.out or Path(tempfile.mkdtemp(prefix="occnet-serve-"))
+    MeshServer(model, out).serve(sys.stdin, sys.stdout)
+    return 0

@@ -1,0 +1,83 @@
+"""`python -m occnet_backend serve`: a real process answering requests from a fit checkpoint."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from torch.utils.data import DataLoader
+
+from occnet_backend import OccupancyNetwork, OccupancyTrainer, SyntheticOccupancyDataset
+from occnet_backend.fitting import load_fit_checkpoint, save_fit_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sphere_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    ds = SyntheticOccupancyDataset(num_samples=1, shapes=["sphere"], num_points=4096, seed=0)
+    model = OccupancyNetwork(dim_hidden=64, num_layers=3, fourier_frequencies=32, fourier_scale=1.5)
+    OccupancyTrainer(model, DataLoader(ds, batch_size=1), device="cpu", lr=2e-3).train(max_steps=250)
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
+    save_fit_checkpoint(path, model, ["ball"], centers=np.array([[5.0, 0, 0]]), scales=np.array([2.0]))
+    return path, ds.shapes[0]
+
+
+def serve(checkpoint, requests, tmp_path):
+    lines = "".join(json.dumps(r) + "\n" for r in requests)
+    result = subprocess.run(
+        [sys.executable, "-m", "occnet_backend", "serve", "--checkpoint", str(checkpoint), "--out", str(tmp_path),
+         "--device", "cpu"], cwd=REPO, input=lines, capture_output=True, text=True, timeout=300)
+    return result, [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_checkpoint_round_trip_gives_the_same_function(sphere_checkpoint):
+    path, _ = sphere_checkpoint
+    model, payload = load_fit_checkpoint(path)
+    assert payload["shape_ids"] == ["ball"]
+    pts = torch.rand(100, 3) - 0.5
+    again, _ = load_fit_checkpoint(path)
+    assert torch.equal(model.predict_logits(pts), again.predict_logits(pts))
+
+
+def test_serve_answers_extractions_in_source_coordinates_and_survives_bad_requests(sphere_checkpoint, tmp_path):
+    path, shape = sphere_checkpoint
+    result, answers = serve(path, [
+        {"id": 1, "resolution": 64, "threshold": 0.5},
+        {"id": 2, "resolution": 64, "threshold": 0.45},
+        {"id": 3, "resolution": 63},
+        {"id": 4, "command": "quit"},
+        {"id": 5, "command": "info"},
+    ], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert answers[0]["event"] == "ready" and answers[0]["shapes"] == ["ball"]
+    first, second, bad, quit_ = answers[1:]
+    assert first["ok"] and second["ok"] and quit_ == {"id": 4, "ok": True}
+    assert len(answers) == 5, "nothing is answered after quit"
+    assert second["stats"]["evaluations"] < first["stats"]["evaluations"] / 2
+    mesh = trimesh.load(first["path"])
+    assert mesh.is_watertight
+    center = shape.translation * 2.0 + [5.0, 0, 0]  # unit cube -> source: x * scale + center
+    assert np.allclose(mesh.bounds.mean(axis=0), center, atol=0.1)
+    assert bad["ok"] is False and "not reachable by doubling" in bad["error"]
+
+
+@pytest.mark.parametrize("content, message", [(b"garbage", "not a readable checkpoint"), (None, "no such checkpoint")])
+def test_serve_with_a_bad_checkpoint_is_one_clear_line(tmp_path, content, message):
+    path = tmp_path / "checkpoint.pt"
+    if content is not None:
+        path.write_bytes(content)
+    result, _ = serve(path, [], tmp_path)
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_foreign_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(ValueError, match="not a checkpoint written by `occnet_backend fit`"):
+        load_fit_checkpoint(path)
