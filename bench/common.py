@@ -26,6 +26,23 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
+def package_meshes() -> dict[str, str]:
+    """Real meshes shipped inside the pyvista wheel (installed with --no-deps by `make`): name -> path.
+
+    airplane is open (8 loose parts), ant closed (15 overlapping parts), nut closed with a through-hole.
+    """
+    import importlib.metadata
+
+    try:
+        files = importlib.metadata.files("pyvista") or []
+    except importlib.metadata.PackageNotFoundError:
+        raise RuntimeError("the sample meshes come from the pyvista wheel: run `make venv` (or "
+                           "`pip install --no-deps pyvista==0.49.1`)") from None
+    wanted = ("airplane", "ant", "nut")
+    found = {f.stem: str(f.locate()) for f in files if str(f).startswith("pyvista/examples/") and f.suffix == ".ply"}
+    return {name: found[name] for name in wanted if name in found}
+
+
 def suzanne(subdivisions: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Blender's Suzanne (subdivided, as artists use it) as (vertices float64 [V,3], faces int64 [F,3]).
 
