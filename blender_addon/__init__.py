@@ -5,8 +5,9 @@ backend process (``occnet_backend``, PyTorch; never imported here), and imports 
 marching-cubes results as new objects in the "OccNet Results" collection.
 
 Works as a Blender 4.2+ extension (``blender_manifest.toml``) and as a legacy add-on
-(``bl_info``). Scripts use ``api.reconstruct`` (see api.py); once registered it is also
-importable as ``occnet``.
+(``bl_info``). Scripts use ``api.reconstruct`` and ``api.update_result`` (see api.py); once
+registered it is also importable as ``occnet``. Result objects get live sliders (live.py,
+sliders.py): resolution, threshold and shape weights re-extract the surface in place.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ bl_info = {
 if "_modules" in locals():  # "Reload Scripts": reload submodules too, in dependency order
     import importlib
 
-    for _name in ("errors", "plyio", "backend", "export", "results", "jobs", "properties",
-                  "preferences", "operators", "panel", "api"):
+    for _name in ("errors", "plyio", "backend", "sliders", "export", "results", "jobs", "properties",
+                  "live", "preferences", "operators", "panel", "api"):
         if _name in locals():
             importlib.reload(locals()[_name])
 
@@ -51,9 +52,10 @@ def _abort_on_load(*_args) -> None:
 
 def register() -> None:
     global _modules
-    from . import api, backend, errors, export, jobs, operators, panel, plyio, preferences, properties, results  # noqa: F401
+    from . import (api, backend, errors, export, jobs, live, operators, panel, plyio,  # noqa: F401
+                   preferences, properties, results, sliders)
 
-    _modules = (properties, preferences, operators, panel)
+    _modules = (properties, live, preferences, operators, panel)
     for module in _modules:
         module.register()
     bpy.app.handlers.persistent(_abort_on_load)
@@ -63,11 +65,12 @@ def register() -> None:
 
 
 def unregister() -> None:
-    from . import api, backend, jobs
+    from . import api, backend, jobs, live
 
     job = jobs.active_job()
     if job is not None:
         job.abort()
+    live.shutdown()  # the slider servers: EOF first, so they end cleanly
     backend.shutdown_all()
     if _abort_on_load in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_abort_on_load)

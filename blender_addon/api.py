@@ -16,6 +16,12 @@ It blocks until the backend is done, printing progress; it returns the new objec
 ``OccNetError`` (``OccNetCancelled`` when cancelled) with a message fit for the user. The scene
 is only changed on success, and then only by adding result objects (replacing earlier results
 of the same sources).
+
+``update_result(obj, resolution=..., threshold=..., weights=...)`` re-extracts a result's surface
+from its trained model (the live sliders' blocking path)::
+
+    ob = occnet.update_result(results[0], resolution=256, threshold=0.4)
+    ob = occnet.update_result(ob, weights=[0.5, 0.5])   # a two-shape run: half-way between them
 """
 
 from __future__ import annotations
@@ -26,11 +32,11 @@ from typing import Any, Callable, Iterable
 
 import bpy
 
-from . import jobs, preferences, properties
+from . import jobs, live, preferences, properties
 from .backend import FitSettings
 from .errors import OccNetCancelled, OccNetError
 
-__all__ = ["reconstruct", "OccNetError", "OccNetCancelled", "FitSettings"]
+__all__ = ["reconstruct", "update_result", "OccNetError", "OccNetCancelled", "FitSettings"]
 
 
 def reconstruct(
@@ -107,6 +113,41 @@ def reconstruct(
         for note in job.skipped:
             print(f"OccNet: skipped {note}")
     return job.run(on_event=on_event, should_cancel=should_cancel, verbose=verbose)
+
+
+def update_result(
+    obj: bpy.types.Object,
+    *,
+    resolution: int | None = None,
+    threshold: float | None = None,
+    weights: Iterable[float] | None = None,
+    timeout: float = live.REQUEST_TIMEOUT_S,
+) -> bpy.types.Object:
+    """Re-extracts a result object's surface from its trained model and swaps its mesh in place.
+
+    Blocks until the new mesh is in the scene and returns ``obj``. Arguments left as None keep the
+    object's current slider values (``obj.occnet_live``: set them directly, then call
+    ``update_result(obj)`` to apply them in the background, where no timer runs).
+
+    The model stays loaded in a ``serve`` process per checkpoint (started on the first call, also
+    after reopening the .blend; it ends when the result is deleted, a file is loaded, the add-on is
+    unregistered or Blender exits), so later calls are fast: a threshold change at 128³ takes about
+    0.1 s in the backend plus the mesh swap.
+
+    Args:
+        obj: a result object (``reconstruct`` made it; it carries ``occnet_checkpoint``).
+        resolution: 32, 64, 128, 256 or 512 (cells per side).
+        threshold: occupancy probability of the surface, 0.01 - 0.99.
+        weights: one non-negative weight per learned shape (``obj["occnet_shape_ids"]`` order),
+            normalised to sum 1: ``[1, 0]`` is the first shape, ``[0.5, 0.5]`` half-way between two.
+        timeout: seconds to wait for the answer.
+
+    Raises:
+        OccNetError: not a result, checkpoint missing, the server cannot start (message with the
+            log's last lines), a bad setting, or the backend's own message for a rejected request
+            (e.g. the wrong number of weights). The object is unchanged then.
+    """
+    return live.update_blocking(obj, resolution=resolution, threshold=threshold, weights=weights, timeout=timeout)
 
 
 def _depsgraph(context: bpy.types.Context, scene: bpy.types.Scene) -> bpy.types.Depsgraph:

@@ -1,4 +1,5 @@
-"""Operators: Reconstruct (modal in the UI, blocking headless), Cancel, Check Backend, Open Job Folder.
+"""Operators: Reconstruct (modal in the UI, blocking headless), Cancel, Check Backend, Open Job Folder,
+Update Surface (live sliders).
 
 Reconstruct has two paths on purpose:
 
@@ -16,7 +17,7 @@ import traceback
 
 import bpy
 
-from . import backend, jobs, preferences, properties
+from . import backend, jobs, live, preferences, properties
 from .errors import OccNetCancelled, OccNetError
 
 TIMER_INTERVAL_S = 0.2
@@ -247,7 +248,32 @@ class OCCNET_OT_open_job_folder(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (OCCNET_OT_reconstruct, OCCNET_OT_cancel, OCCNET_OT_check_backend, OCCNET_OT_open_job_folder)
+class OCCNET_OT_live_update(bpy.types.Operator):
+    """Re-extract the active result's surface with its slider settings (sets the sliders up first if needed)"""
+
+    bl_idname = "occnet.live_update"
+    bl_label = "Update Surface"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return live.is_result(context.active_object)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        ob = context.active_object
+        live.ensure_live(ob)
+        if bpy.app.background or context.window is None:  # no timers: block
+            try:
+                live.update_blocking(ob)
+            except OccNetError as err:
+                self.report({"ERROR"}, str(err))
+                return {"CANCELLED"}
+            return {"FINISHED"}
+        live.schedule(ob)
+        return {"FINISHED"}
+
+
+classes = (OCCNET_OT_reconstruct, OCCNET_OT_cancel, OCCNET_OT_check_backend, OCCNET_OT_open_job_folder,
+           OCCNET_OT_live_update)
 
 
 def register() -> None:

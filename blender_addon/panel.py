@@ -1,10 +1,11 @@
-"""The sidebar panel (3D Viewport > N > OccNet): selection, settings, Reconstruct, progress, Cancel."""
+"""The sidebar panel (3D Viewport > N > OccNet): selection, settings, Reconstruct, progress, Cancel,
+and the active result's live sliders."""
 
 from __future__ import annotations
 
 import bpy
 
-from . import backend, export, jobs, preferences
+from . import backend, export, jobs, live, preferences
 
 MAX_LISTED = 6
 
@@ -109,6 +110,57 @@ class OCCNET_PT_settings(bpy.types.Panel):
             layout.prop(prefs, "device")
 
 
+class OCCNET_PT_live(bpy.types.Panel):
+    """Live sliders of the active result: resolution, threshold, shape weights and A <-> B morph."""
+
+    bl_label = "Live Surface"
+    bl_idname = "OCCNET_PT_live"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "OccNet"
+    bl_parent_id = "OCCNET_PT_main"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return live.is_result(context.active_object) and hasattr(context.active_object, "occnet_live")
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        ob = context.active_object
+        props = ob.occnet_live
+        layout.label(text=ob.name, icon="MESH_DATA")
+        if not props.ready:
+            layout.operator("occnet.live_update", text="Set Up Sliders", icon="MODIFIER")
+            return
+        col = layout.column(align=True)
+        col.label(text="Resolution")
+        col.row(align=True).prop(props, "resolution", expand=True)
+        col.separator()
+        col.prop(props, "threshold", slider=True)
+        if len(props.weights) > 1:
+            box = layout.box()
+            box.label(text="Shape Morph", icon="SHAPEKEY_DATA")
+            row = box.row(align=True)
+            row.prop(props, "morph_a", text="")
+            row.label(text="", icon="FORWARD")
+            row.prop(props, "morph_b", text="")
+            box.prop(props, "morph", slider=True)
+            sub = box.column(align=True)
+            sub.label(text="Shape Weights")
+            for item in props.weights:
+                sub.prop(item, "value", text=item.name, slider=True)
+        st = live.status(ob)
+        if st.state in ("pending", "updating"):
+            layout.label(text=st.message or "Updating...", icon="SORTTIME")
+        elif st.state == "error":
+            box = layout.box()
+            for i, line in enumerate(preferences.wrap(st.message, 40)[:8]):
+                box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
+        elif st.state == "ok":
+            layout.label(text=st.message, icon="CHECKMARK")
+        layout.operator("occnet.live_update", icon="FILE_REFRESH")
+
+
 class OCCNET_PT_backend(bpy.types.Panel):
     bl_label = "Backend"
     bl_idname = "OCCNET_PT_backend"
@@ -133,7 +185,7 @@ class OCCNET_PT_backend(bpy.types.Panel):
                 box.label(text=line)
 
 
-classes = (OCCNET_PT_main, OCCNET_PT_settings, OCCNET_PT_backend)
+classes = (OCCNET_PT_main, OCCNET_PT_settings, OCCNET_PT_live, OCCNET_PT_backend)
 
 
 def register() -> None:

@@ -90,6 +90,25 @@ def remove_object_and_mesh(ob: bpy.types.Object) -> None:
         bpy.data.meshes.remove(mesh)
 
 
+def replace_mesh(ob: bpy.types.Object, vertices: np.ndarray, faces: np.ndarray) -> bpy.types.Mesh:
+    """Gives ``ob`` a new mesh built from the arrays (the live sliders' swap).
+
+    A new datablock rather than an edit in place: clearing and refilling a mesh that the viewport
+    may be drawing is not safe, and building one with foreach_set is as fast. The new mesh takes
+    the old one's name and materials; the old one is removed when nothing else uses it (no orphans).
+    """
+    old = ob.data
+    name = old.name
+    mesh = mesh_from_arrays(name, vertices, faces)
+    for material in old.materials:
+        mesh.materials.append(material)
+    ob.data = mesh
+    if old.users == 0:
+        bpy.data.meshes.remove(old)
+        mesh.name = name
+    return mesh
+
+
 def previous_results(sources: list[str]) -> list[bpy.types.Object]:
     key = source_key(sources)
     found = []
@@ -130,6 +149,10 @@ def import_results(scene: bpy.types.Scene, specs: list[ResultSpec]) -> list[bpy.
         ob[PROP_CHECKPOINT] = spec.checkpoint
         ob[PROP_JOB] = spec.job_dir
         ob[PROP_SETTINGS] = json.dumps(spec.settings)
+        if hasattr(ob, "occnet_live"):  # the live sliders start from the run's settings
+            from . import live
+
+            live.ensure_live(ob)
         coll.objects.link(ob)
         created.append(ob)
     return created
