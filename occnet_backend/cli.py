@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "synthetic": "Train on an analytic shape and write its extracted mesh (a quick self-check).",
     "prepare": "Turn mesh files or folders into a dataset folder with cached, labelled samples.",
     "fit": "Reconstruct mesh files in one command: prepare, train, extract, evaluate.",
+    "eval": "Score a checkpoint on a dataset split: IoU, Chamfer-L1, normal consistency, F-score, mesh quality.",
     "serve": "Keep a fitted model loaded and extract meshes on request (JSON lines on stdin/stdout).",
 }
 
