@@ -21,7 +21,7 @@ import tempfile
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -55,7 +55,8 @@ class Status:
 
     state: str = "idle"  # idle | pending | updating | ok | error
     message: str = ""
-    seconds: float | None = None
+    seconds: float | None = None  # from the change being sent to the new mesh in the object
+    stats: dict[str, Any] = field(default_factory=dict)  # the backend's numbers for the last update
 
 
 _IN_FLIGHT: dict[tuple[str, int], _Request] = {}  # (server key, request id) -> request
@@ -368,6 +369,7 @@ def _on_response(server: sliders.SliderServer, response: dict[str, Any]) -> None
         st.state, st.message = "error", str(err)
         return
     _APPLIED[request.uid] = request.seq
+    st.stats = dict(response.get("stats") or {})
     st.seconds = time.monotonic() - request.sent_at
     st.state = "ok"
     st.message = f"{_settings_text(response)} in {st.seconds:.2f} s"
@@ -470,6 +472,7 @@ def update_blocking(
             for item, w in zip(live.weights, values["weights"]):
                 item.value = min(1.0, max(0.0, w / total))
     st = status(ob)
+    st.stats = dict(response.get("stats") or {})
     st.seconds = time.monotonic() - started
     st.state, st.message = "ok", f"{_settings_text(response)} in {st.seconds:.2f} s"
     return ob

@@ -382,3 +382,70 @@ def test_shape_weights_reproduce_a_shape_and_blend_to_a_closed_mesh(blender, tmp
     assert live.status(a).state == "ok" and orphan_meshes() == []
     lo, hi = arrays(a)[0].min(0), arrays(a)[0].max(0)
     np.testing.assert_allclose((lo + hi) / 2, [2.0, 0.0, 0.0], atol=0.5)  # where the torus is
+
+
+# --------------------------------------------------------------------------------------------
+# The panel section (drawn into a real UILayout, as tests/test_addon_ui.py does)
+# --------------------------------------------------------------------------------------------
+
+PANEL_SCRIPT = """
+import os, sys, traceback
+sys.path.insert(0, sys.argv[1])
+os.environ["XDG_CACHE_HOME"] = sys.argv[2]
+import bpy, addon_utils
+import numpy as np
+bpy.ops.wm.read_factory_settings(use_empty=True)
+assert addon_utils.enable("blender_addon", default_set=True) is not None
+from blender_addon import live, panel, plyio, results
+
+def draw(layout, context, state):
+    cls = panel.OCCNET_PT_live
+    assert cls.poll(context), state
+    holder = type("Holder", (), {k: v for k, v in vars(cls).items() if callable(v)})()
+    holder.layout = layout
+    cls.draw(holder, context)
+    print("drawn:", state, flush=True)
+
+def states(layout, context):
+    bpy.ops.mesh.primitive_cube_add()
+    assert not panel.OCCNET_PT_live.poll(context)
+    ply = os.path.join(sys.argv[2], "t.ply")
+    plyio.write_ply(ply, np.eye(3, dtype=np.float32), np.array([[0, 1, 2]]))
+    specs = [results.ResultSpec(shape_id=s, sources=[s], path=ply, checkpoint="/nowhere/checkpoint.pt",
+                                shape_ids=["A", "B"]) for s in ("A", "B")]
+    a, b = results.import_results(context.scene, specs)
+    context.view_layer.objects.active = a
+    draw(layout, context, "two shapes")
+    live.status(a).state, live.status(a).message = "error", "The slider server failed: " + "word " * 30
+    draw(layout, context, "error")
+    live.status(a).state, live.status(a).message = "ok", "1,234 vertices in 0.12 s"
+    draw(layout, context, "ok")
+    live.status(a).state = "updating"
+    draw(layout, context, "updating")
+    a.occnet_live.ready = False
+    draw(layout, context, "not set up")
+
+def callback(self, context):
+    try:
+        states(self.layout, context)
+        print("ALL DRAWN", flush=True)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        os._exit(0)
+
+bpy.context.window_manager.popup_menu(callback, title="OccNet")
+"""
+
+
+def test_live_panel_draws_for_a_result_in_every_state(tmp_path):
+    script = tmp_path / "draw.py"
+    script.write_text(PANEL_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), str(ROOT), str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    text = out.stdout + out.stderr
+    assert "Traceback" not in text, text
+    for state in ("two shapes", "error", "ok", "updating", "not set up"):
+        assert f"drawn: {state}" in out.stdout, text
+    assert "ALL DRAWN" in out.stdout
