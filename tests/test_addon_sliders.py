@@ -317,6 +317,40 @@ def test_a_server_that_cannot_start_is_a_clear_error(blender, tmp_path, suzanne_
     assert st.state == "error" and "slider server" in st.message, st
 
 
+EXIT_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+os.environ["OCCNET_PYTHON"] = sys.executable
+import bpy, blender_addon
+from blender_addon import api, live, results
+bpy.ops.wm.read_factory_settings(use_empty=True)
+blender_addon.register()
+spec = results.ResultSpec(shape_id="Suzanne", sources=["Suzanne"], path=sys.argv[3], checkpoint=sys.argv[2],
+                          job_dir=sys.argv[4], shape_ids=["Suzanne"])
+(ob,) = results.import_results(bpy.context.scene, [spec])
+api.update_result(ob, threshold=0.4)
+print("server", live.POOL.find(sys.argv[2]).pid, flush=True)
+if sys.argv[5] == "crash":
+    os.kill(os.getpid(), signal.SIGKILL)  # no atexit: the server must notice EOF on its stdin
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["exit", "crash"])
+def test_the_server_ends_with_blender(tmp_path, suzanne_run, how):
+    """A normal exit ends it through atexit; a crash (SIGKILL, no atexit) through EOF on its stdin."""
+    checkpoint, mesh = suzanne_run
+    script = tmp_path / "exit.py"
+    script.write_text(EXIT_SCRIPT)
+    (tmp_path / "job").mkdir()
+    out = subprocess.run([sys.executable, str(script), str(ROOT), str(checkpoint), str(mesh), str(tmp_path / "job"), how],
+                         capture_output=True, text=True, timeout=300)
+    pids = [int(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("server ")]
+    assert pids, out.stdout + out.stderr
+    assert out.returncode == (-9 if how == "crash" else 0), out.stderr[-2000:]
+    assert_gone(pids[0], timeout=20)
+
+
 # --------------------------------------------------------------------------------------------
 # Several shapes: one model, weights over the learned codes
 # --------------------------------------------------------------------------------------------
