@@ -13,7 +13,11 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "OccupancyNetwork": "occnet_backend.models",
+    "ConditionalOccupancyNetwork": "occnet_backend.conditional",
     "OccupancyTrainer": "occnet_backend.training",
+    "create_trainer_from_config": "occnet_backend.config",
+    "FocalLoss": "occnet_backend.losses",
+    "load_model": "occnet_backend.checkpoints",
     "SyntheticOccupancyDataset": "occnet_backend.synthetic",
     "OccupancyDataset": "occnet_backend.dataset",
     "extract_mesh": "occnet_backend.extraction",

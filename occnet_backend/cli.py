@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, str] = {
     "synthetic": "Train on an analytic shape and write its extracted mesh (a quick self-check).",
     "prepare": "Turn mesh files or folders into a dataset folder with cached, labelled samples.",
+    "train": "Train a model from a config file (YAML/JSON): checkpoints, resume, TensorBoard, torchrun DDP.",
     "fit": "Reconstruct mesh files in one command: prepare, train, extract, evaluate.",
     "eval": "Score a checkpoint on a dataset split: IoU, Chamfer-L1, normal consistency, F-score, mesh quality.",
     "serve": "Keep a fitted model loaded and extract meshes on request (JSON lines on stdin/stdout).",

@@ -130,6 +130,14 @@ class OccupancyNetwork(nn.Module):
             h = block(h)
         return self.fc_out(F.relu(self.norm_out(h))).reshape(lead)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # `model.compute_loss = FocalLoss()` must replace the method: nn.Module would file a Module
+        # value under _modules, where this class's method shadows it and the assignment is lost.
+        if name == "compute_loss":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def compute_loss(self, logits: torch.Tensor, occupancy: torch.Tensor) -> torch.Tensor:
         """Training loss on logits. Assign another callable `(logits, target) -> loss` (e.g.
         `FocalLoss()`) to `model.compute_loss` to change what the trainer minimises."""

@@ -1,0 +1,192 @@
+"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``, models rebuilt by name.
+
+A checkpoint is a plain dict of tensors and primitive containers (no pickled classes), so loading
+it can never run code, and a `kill -9` at any moment leaves the previous file intact (each save
+goes to a temporary file beside the target, is fsynced, then renamed over it).
+
+Training checkpoint layout (``format: 'occnet-train-1'``)::
+
+    format            'occnet-train-1'
+    model_class       'OccupancyNetwork' | 'ConditionalOccupancyNetwork'
+    model_config      the model's constructor keyword arguments (model.config)
+    model             state_dict (CPU tensors)
+    optimizer         optimizer.state_dict()
+    scheduler         LR scheduler state_dict (or None)
+    scaler            AMP GradScaler state_dict (empty when unused)
+    step, epoch       optimizer steps done; epochs completed
+    batches_in_epoch  batches consumed in the current epoch (resume skips them)
+    best_metric       best validation IoU so far (or None)
+    trainer_config    the trainer's settings (primitives)
+    config            the user's full config dict, if the trainer came from one
+    rng               {'current': [per rank], 'epoch_start': [per rank]}: torch/cuda/numpy/python states
+    history           the per-step history records
+    shape_ids         training shape ids in code-table order (when the dataset has them)
+    world_size, torch_version
+
+`load_model(path)` rebuilds the model from any checkpoint of this package that stores
+``model_class``/``model_config`` and weights (training checkpoints and `fit`'s ``occnet-fit-1``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+TRAIN_FORMAT = "occnet-train-1"
+KNOWN_FORMATS = (TRAIN_FORMAT, "occnet-fit-1")
+
+
+def model_classes() -> dict[str, type[nn.Module]]:
+    """The model classes a checkpoint may name: only our own, rebuilt from their stored config."""
+    from occnet_backend.conditional import ConditionalOccupancyNetwork
+    from occnet_backend.models import OccupancyNetwork
+
+    return {"OccupancyNetwork": OccupancyNetwork, "ConditionalOccupancyNetwork": ConditionalOccupancyNetwork}
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP / DataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def model_payload(model: nn.Module) -> dict[str, Any]:
+    """{'model_class', 'model_config', 'model'} for a model of this package (weights on the CPU)."""
+    model = unwrap_model(model)
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{type(model).__name__} has no `config` dict of constructor arguments, so a checkpoint could not "
+            "rebuild it; use OccupancyNetwork or ConditionalOccupancyNetwork (or give your model a .config)"
+        )
+    return {
+        "model_class": type(model).__name__,
+        "model_config": dict(config),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """torch.save `payload` to `path` atomically (temporary file, fsync, rename) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint dict, read with weights_only=True. ValueError naming the file if it is missing,
+    corrupt (e.g. truncated) or not written by this package."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such checkpoint file; check the path (training writes CHECKPOINT_DIR/last.pt)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
+        reason = next((line for line in lines if "Unsupported global" in line), lines[0])[:200]
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {reason}); "
+            "the file is corrupt, truncated or not a PyTorch checkpoint of occnet_backend: "
+            "use another checkpoint (e.g. best.pt) or train again"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") not in KNOWN_FORMATS:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(
+            f"{path}: not a checkpoint written by occnet_backend (format {found!r}, expected one of "
+            f"{list(KNOWN_FORMATS)}); pass a file written by `train` or `fit`"
+        )
+    return payload
+
+
+def build_model(model_class: str, model_config: dict[str, Any]) -> nn.Module:
+    """A fresh model of a known class from its constructor config; ValueError for anything else."""
+    classes = model_classes()
+    if model_class not in classes:
+        raise ValueError(f"unknown model class {model_class!r}; known: {sorted(classes)}")
+    try:
+        return classes[model_class](**model_config)
+    except TypeError as err:
+        raise ValueError(f"model config does not fit {model_class}: {err}") from None
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the trained model stored in a checkpoint (class + config + weights), in eval mode.
+
+    Works for training checkpoints (``last.pt``, ``best.pt``) and `fit` checkpoints. Raises
+    ValueError naming the file when it cannot be read or its weights do not fit its config.
+    """
+    payload = load_checkpoint(path)
+    state = payload.get("model", payload.get("state_dict"))
+    if "model_class" not in payload or not isinstance(state, dict):
+        raise ValueError(f"{path}: the checkpoint holds no model (model_class / weights missing)")
+    try:
+        model = build_model(payload["model_class"], payload.get("model_config", {}))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not match the stored model config ({str(err).splitlines()[0]})") from None
+    if device is not None:
+        from occnet_backend.training import resolve_device
+
+        model.to(resolve_device(device))
+    return model.eval()
+
+
+# -- RNG states as tensors / primitives (weights_only-safe) --------------------------------------
+def capture_rng_state() -> dict[str, Any]:
+    """torch (CPU and every CUDA device), numpy and python `random` states, weights_only-safe."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": int(py_state[0]), "state": list(py_state[1]), "gauss_next": py_state[2]},
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of `capture_rng_state` (CUDA states only when the device count matches)."""
+    torch.set_rng_state(state["torch"].cpu().to(torch.uint8))
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu().to(torch.uint8) for s in cuda])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
