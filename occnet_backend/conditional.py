@@ -123,7 +123,12 @@ class ConditionalOccupancyNetwork(nn.Module):
         num_shapes: rows of the learned code table (auto-decoder); 0 for none.
         encoder: 'pointnet' or None. Default: a PointNet when there is no code table, none
             otherwise (an encoder that never trains would only cost time and confuse DDP).
-        norm: 'batch' (the paper's conditional batch norm) or 'none' (conditional affine only).
+        norm: 'batch' (the paper's conditional batch norm), 'none' (only the code-predicted
+            affine γ(c)·x + β(c), i.e. FiLM) or 'auto' (default): 'batch' with an encoder (the
+            paper's setting), 'none' for a code table alone. Measured on 2/4/8 synthetic shapes,
+            300 steps × 8192 points (BENCHMARKS.md): 'none' reaches IoU 0.986/0.977/0.959 vs
+            0.982/0.971/0.935 for 'batch', ~15% faster, and eval equals train mode exactly (no
+            running statistics), which the fit -> serve path relies on.
         dropout_prob: dropout inside the blocks.
         fourier_frequencies, fourier_scale: random Fourier features of the query point, as in
             `OccupancyNetwork` (0 frequencies turns them off).
@@ -142,7 +147,7 @@ class ConditionalOccupancyNetwork(nn.Module):
         num_layers: int = 5,
         num_shapes: int = 0,
         encoder: str | None = None,
-        norm: str = "batch",
+        norm: str = "auto",
         dropout_prob: float = 0.0,
         fourier_frequencies: int = 64,
         fourier_scale: float = 2.0,
@@ -158,12 +163,14 @@ class ConditionalOccupancyNetwork(nn.Module):
             )
         if num_shapes < 0:
             raise ValueError(f"num_shapes must be >= 0 (0: no code table), got {num_shapes}")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        if norm not in (*NORMS, "auto"):
+            raise ValueError(f"norm must be one of {(*NORMS, 'auto')}, got {norm!r}")
         if encoder is None and num_shapes == 0:
             encoder = "pointnet"
         if encoder not in (None, *ENCODERS):
             raise ValueError(f"encoder must be one of {ENCODERS} or None, got {encoder!r}")
+        if norm == "auto":
+            norm = "batch" if encoder is not None else "none"
         if not 0.0 <= dropout_prob < 1.0:
             raise ValueError(f"dropout_prob must be in [0, 1), got {dropout_prob}")
         if code_init_std is None:
