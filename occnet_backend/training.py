@@ -515,6 +515,13 @@ class OccupancyTrainer:
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
         return self
 
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (batch-norm running statistics). DDP broadcasts them
+        before each forward, so after the last step ranks differ by one local update."""
+        if self.dist.enabled:
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer.data, src=0)
+
     # -- signals ----------------------------------------------------------------------------
     def request_stop(self) -> None:
         """Ask `train` to stop after the current step (what SIGINT/SIGTERM do); thread-safe."""
@@ -685,6 +692,7 @@ class OccupancyTrainer:
                 signal.signal(sig, handler)
             bar.close()
 
+        self._sync_buffers()
         self.status = "cancelled" if self._stop_requested else "ok"
         if self.status == "ok" and self.val_dataloader is not None and self.val_every is None and self.step > start_step:
             self._run_validation(self.history[-1] if self.history else {})
