@@ -134,24 +134,29 @@ def build_model(model_class: str, model_config: dict[str, Any]) -> nn.Module:
         raise ValueError(f"model config does not fit {model_class}: {err}") from None
 
 
+def model_from_payload(payload: dict[str, Any], source: str | os.PathLike = "checkpoint") -> nn.Module:
+    """Rebuild the model a loaded checkpoint holds (class + config + weights); ValueError naming `source`."""
+    state = payload.get("model")
+    if "model_class" not in payload or not isinstance(state, dict):
+        raise ValueError(f"{source}: the checkpoint holds no model (model_class / weights missing)")
+    try:
+        model = build_model(payload["model_class"], payload.get("model_config", {}))
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{source}: weights do not match the stored model config ({str(err).splitlines()[0]})") from None
+    return model
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the trained model stored in a checkpoint (class + config + weights), in eval mode.
 
     Works for training checkpoints (``last.pt``, ``best.pt``) and `fit` checkpoints. Raises
     ValueError naming the file when it cannot be read or its weights do not fit its config.
     """
-    payload = load_checkpoint(path)
-    state = payload.get("model", payload.get("state_dict"))
-    if "model_class" not in payload or not isinstance(state, dict):
-        raise ValueError(f"{path}: the checkpoint holds no model (model_class / weights missing)")
-    try:
-        model = build_model(payload["model_class"], payload.get("model_config", {}))
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not match the stored model config ({str(err).splitlines()[0]})") from None
+    model = model_from_payload(load_checkpoint(path), path)
     if device is not None:
         from occnet_backend.training import resolve_device
 

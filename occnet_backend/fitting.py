@@ -30,6 +30,7 @@ from occnet_backend.files import atomic_write_bytes, write_ply
 
 log = logging.getLogger(__name__)
 
+FIT_FORMAT = "occnet-fit-1"
 IOU_BOX = 0.55  # the reference protocol's IoU box; training samples a wider box (see models.py)
 TRAIN_BOX = 0.6
 
@@ -60,6 +61,11 @@ class FitSettings:
             raise ValueError(f"--fourier-frequencies must be >= 0 (0 turns them off), got {self.fourier_frequencies}")
         if not self.lr > 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
+        # checked here, not after minutes of training
+        from occnet_backend.extraction import check_resolution, threshold_to_logit
+
+        check_resolution(self.resolution, "mise", 32)
+        threshold_to_logit(self.threshold)
 
 
 @dataclass
@@ -130,13 +136,11 @@ def fit_meshes(
     loader = DataLoader(dataset, batch_size=min(len(shape_ids), 4), shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(s.seed))
     model = build_model(len(shape_ids), s)
-    trainer = OccupancyTrainer(model, loader, device=device, lr=s.lr, events=events)
-    status = "ok"
-    try:
-        trainer.train(max_steps=s.steps)
-    except KeyboardInterrupt:  # SIGINT from the add-on's Cancel (and SIGTERM, see commands/fit.py)
-        status = "cancelled"
-    history = trainer.history
+    # SIGINT (the add-on's Cancel) and SIGTERM finish the current step; fit then saves and stops
+    trainer = OccupancyTrainer(model, loader, device=device, lr=s.lr, events=events,
+                               handle_signals=True)
+    history = trainer.train(max_steps=s.steps)
+    status = trainer.status
     timings["train_s"] = time.perf_counter() - start
 
     samples = {sid: load_samples(out_dir / "data", sid) for sid in shape_ids}
@@ -199,57 +203,28 @@ def shape_logit_fn(model: torch.nn.Module, index: int):
 
 def save_fit_checkpoint(path: Path, model: torch.nn.Module, shape_ids: list[str], centers: np.ndarray,
                         scales: np.ndarray) -> Path:
-    """Model class, constructor config and weights, plus each shape's normalisation, for `serve`.
+    """The model (class, config, weights) plus each shape's normalisation, for `serve` and `eval`."""
+    from occnet_backend.checkpoints import model_payload, save_checkpoint
 
-    Only tensors and plain containers, so `torch.load(..., weights_only=True)` reads it.
-    """
-    import io
-
-    payload = {
-        "format": "occnet-fit-1",
-        "model_class": type(model).__name__,
-        "model_config": dict(model.config),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    return save_checkpoint(path, {
+        "format": FIT_FORMAT,
+        **model_payload(model),
         "shape_ids": list(shape_ids),
         "centers": torch.as_tensor(centers, dtype=torch.float64),
         "scales": torch.as_tensor(scales, dtype=torch.float64),
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    })
 
 
 def load_fit_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """(model with weights, payload) from a `fit` checkpoint; ValueError naming the file otherwise.
+    """(model in eval mode, payload) from a `fit` checkpoint; ValueError naming the file otherwise.
 
-    Loaded with weights_only=True: a checkpoint cannot run code. Only our own model classes are
-    rebuilt, from the constructor config stored beside the weights.
+    Read with weights_only=True: a checkpoint cannot run code, and only this package's model
+    classes are rebuilt (see occnet_backend.checkpoints).
     """
-    import pickle
-    import zipfile
+    from occnet_backend.checkpoints import load_checkpoint, model_from_payload
 
-    from occnet_backend.models import OccupancyNetwork
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such checkpoint; run `python -m occnet_backend fit ... --out DIR` first")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, OSError) as err:
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}); it is corrupt or "
-                         f"not written by occnet_backend: run fit again") from None
-    if not isinstance(payload, dict) or payload.get("format") != "occnet-fit-1":
-        raise ValueError(f"{path}: not a checkpoint written by `occnet_backend fit` (format occnet-fit-1)")
-    classes = {"OccupancyNetwork": OccupancyNetwork}
-    if payload["model_class"] == "ConditionalOccupancyNetwork":
-        from occnet_backend.conditional import ConditionalOccupancyNetwork
-
-        classes["ConditionalOccupancyNetwork"] = ConditionalOccupancyNetwork
-    if payload["model_class"] not in classes:
-        raise ValueError(f"{path}: unknown model class {payload['model_class']!r}")
-    model = classes[payload["model_class"]](**payload["model_config"])
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not match the stored model config ({err})") from None
-    return model, payload
+    payload = load_checkpoint(path)
+    if payload.get("format") != FIT_FORMAT:
+        raise ValueError(f"{path}: a training checkpoint, not one written by `occnet_backend fit` "
+                         "(it lacks the shapes' normalisation); use the checkpoint.pt that fit wrote")
+    return model_from_payload(payload, path).eval(), payload

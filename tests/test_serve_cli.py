@@ -79,5 +79,5 @@ def test_serve_with_a_bad_checkpoint_is_one_clear_line(tmp_path, content, messag
 def test_foreign_checkpoint_is_refused(tmp_path):
     path = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, path)
-    with pytest.raises(ValueError, match="not a checkpoint written by `occnet_backend fit`"):
+    with pytest.raises(ValueError, match="not a checkpoint written by occnet_backend"):
         load_fit_checkpoint(path)

@@ -4,8 +4,8 @@
         --out DIR [--resolution 128 --threshold 0.5 --device auto]
 
 Writes DIR/metrics.csv (one row per shape) and DIR/metrics.json (per shape, mean and median).
-A shape the model has a learned code for uses that code; any other shape needs a model with an
-encoder (its code is encoded from the shape's cached labelled points). Means skip non-finite
+Takes `fit` and `train` checkpoints. A shape the model has a learned code for uses that code; any
+other shape needs a model with an encoder (its code is encoded from the shape's cached labelled points). Means skip non-finite
 values (an empty reconstruction has infinite Chamfer) and say how many shapes they skipped.
 """
 
@@ -38,11 +38,12 @@ def _logit_fn(model, payload: dict, shape_id: str, sample: dict):
 
     from occnet_backend.fitting import shape_logit_fn
 
-    if shape_id in payload["shape_ids"]:
-        return shape_logit_fn(model, payload["shape_ids"].index(shape_id))
+    known = payload.get("shape_ids", [])
+    if shape_id in known:
+        return shape_logit_fn(model, known.index(shape_id))
     if getattr(model, "encoder", None) is None:
         raise ValueError(
-            f"the checkpoint has no code for shape {shape_id!r} (it knows {payload['shape_ids']}) and no "
+            f"the checkpoint has no code for shape {shape_id!r} (it knows {known}) and no "
             "encoder to encode it; evaluate on the shapes it was trained on"
         )
     points = np.concatenate([sample["uniform_points"], sample["near_points"]])
@@ -59,15 +60,16 @@ def run(args: argparse.Namespace) -> int:
     from occnet_backend.events import jsonable
     from occnet_backend.extraction import check_resolution, extract_mesh, threshold_to_logit
     from occnet_backend.files import atomic_write_bytes
-    from occnet_backend.fitting import IOU_BOX, load_fit_checkpoint
+    from occnet_backend.checkpoints import load_checkpoint, model_from_payload
+    from occnet_backend.fitting import IOU_BOX
     from occnet_backend.metrics import evaluate_mesh
     from occnet_backend.training import resolve_device
 
     try:
         threshold_to_logit(args.threshold)
         check_resolution(args.resolution, "mise", 32)
-        model, payload = load_fit_checkpoint(args.checkpoint)
-        model.to(resolve_device(args.device)).eval()
+        payload = load_checkpoint(args.checkpoint)
+        model = model_from_payload(payload, args.checkpoint).to(resolve_device(args.device)).eval()
         shape_ids = read_split(args.data, args.split)
         if not shape_ids:
             raise ValueError(f"{args.data / (args.split + '.json')}: the {args.split!r} split is empty")

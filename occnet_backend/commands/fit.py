@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -46,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
     from occnet_backend.events import EventWriter
     from occnet_backend.fitting import FitSettings, fit_meshes
 
-    # SIGTERM cancels like SIGINT (Ctrl-C, the add-on's Cancel): stop training, save, exit 130.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     events = EventWriter(enabled=args.events == "jsonl")
     settings = FitSettings(**{k: getattr(args, k) for k in FitSettings.__dataclass_fields__})
     try:
