@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	$(PY) -m occnet_backend synthetic --out out/synthetic $(ARGS)
+	$(PY) examples/demo.py $(ARGS)
 
 test: venv
 	$(PY) -m pytest -q $(ARGS)

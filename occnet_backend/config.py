@@ -17,8 +17,9 @@ names the key and what is allowed, instead of a late failure inside training.
 - ``model.type``: 'occupancy' (`OccupancyNetwork`) or 'conditional' (`ConditionalOccupancyNetwork`);
   the other keys are the class's constructor arguments. A conditional model's ``num_shapes``
   defaults to 'auto': one learned code per training shape (0 when it has an encoder).
-- ``dataset.type``: 'synthetic' (`SyntheticOccupancyDataset`) or 'mesh' (`OccupancyDataset`; the
-  default when ``data_root`` is given); the other keys are the dataset's constructor arguments plus
+- ``dataset.type``: 'synthetic' (`SyntheticOccupancyDataset`), 'mesh' (`OccupancyDataset`; the
+  default when ``data_root`` is given) or 'shapenet' (`ShapeNetOccupancyDataset`: the reference
+  implementation's preprocessed ShapeNet, ``data_root`` the folder of category folders); the other keys are the dataset's constructor arguments plus
   the loader's ``batch_size``, ``num_workers``, ``shuffle`` and ``validation`` (held-out points).
 - ``optimizer``: ``type`` adam/adamw, ``lr``, ``weight_decay``, ``schedule`` constant/cosine/step,
   ``warmup_steps``, ``step_size``, ``gamma``, ``min_lr_ratio``.
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 SECTIONS = ("model", "dataset", "optimizer", "trainer")
 MODEL_TYPES = ("occupancy", "conditional")
-DATASET_TYPES = ("synthetic", "mesh")
+DATASET_TYPES = ("synthetic", "mesh", "shapenet")
 
 
 def _is_int(v: Any) -> bool:
@@ -198,23 +199,26 @@ def _datasets(section: dict, model_section: dict, seed: int, data_root: str | No
         if val is not None:
             val.set_epoch(10**6)  # same shapes, points no training epoch draws
         return train, val
-    try:
-        from occnet_backend.dataset import OccupancyDataset
-    except ImportError as err:  # pragma: no cover  (the mesh dataset ships with the package)
-        raise ConfigError(f"config dataset.type 'mesh' needs occnet_backend.dataset ({err})") from None
+    if kind == "shapenet":
+        from occnet_backend.shapenet import ShapeNetOccupancyDataset as dataset_class
+    else:
+        from occnet_backend.dataset import OccupancyDataset as dataset_class
     if data_root is not None:
         values["data_root"] = data_root
     if not values.get("data_root"):
-        raise ConfigError("config dataset.data_root is required for dataset.type 'mesh' (or pass --data DIR)")
-    values = _constructor_kwargs("dataset", values, OccupancyDataset.__init__)
-    train = OccupancyDataset(**values)
+        raise ConfigError(f"config dataset.data_root is required for dataset.type {kind!r} (or pass --data DIR)")
+    if kind == "shapenet":  # the reader calls its folder `root`
+        values["root"] = values.pop("data_root")
+    values = _constructor_kwargs("dataset", values, dataset_class.__init__)
+    train = dataset_class(**values)
     val = None
     if section["validation"]:
+        plain = {"augment": False} if kind == "mesh" else {}
         if with_codes:  # codes exist only for training shapes: validate on their other points
-            val = OccupancyDataset(**{**values, "seed": values["seed"] + 1, "augment": False})
+            val = dataset_class(**{**values, "seed": values["seed"] + 1, **plain})
         else:
             try:
-                val = OccupancyDataset(**{**values, "split": "val", "augment": False})
+                val = dataset_class(**{**values, "split": "val", **plain})
             except ValueError as err:
                 log.info("no validation set: %s", err)
     return train, val

@@ -57,7 +57,7 @@ def test_the_seed_config_shape_builds_and_trains(tmp_path):
         ({"model": {"width": 3}}, r"unknown key\(s\) \['width'\] in config section 'model'; allowed: .*'dim_hidden'"),
         ({"model": {"dim_hidden": "big"}}, r"model.dim_hidden must be an integer, got 'big'"),
         ({"model": {"dropout_prob": 2.0}}, r"config model: dropout_prob must be in \[0, 1\)"),
-        ({"dataset": {"type": "pointcloud"}}, r"dataset.type must be one of \('synthetic', 'mesh'\), got 'pointcloud'"),
+        ({"dataset": {"type": "pointcloud"}}, r"dataset.type must be one of \('synthetic', 'mesh', 'shapenet'\), got 'pointcloud'"),
         ({"dataset": {"shapes": ["teapot"]}}, r"config dataset: unknown synthetic shapes \['teapot'\]"),
         ({"dataset": {"batchsize": 2}}, r"unknown key\(s\) \['batchsize'\] in config section 'dataset'"),
         ({"dataset": {"type": "mesh"}}, r"dataset.data_root is required"),

@@ -104,3 +104,41 @@ def test_layout_errors_name_the_file(shapenet):
     ds = ShapeNetOccupancyDataset(shapenet, split="train", categories=["02691156"], num_points=8)
     with pytest.raises(DatasetError, match=r"model_b.*points\.npz"):
         ds[1]
+
+
+def test_train_command_learns_from_the_reference_layout(shapenet, tmp_path):
+    """`train --config` with dataset.type 'shapenet': the training spheres are learned, and validation
+    runs on val.lst's model (a smaller sphere, which one unconditional network cannot also fit)."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = {
+        "model": {"dim_hidden": 32, "num_layers": 2, "fourier_frequencies": 8},
+        "dataset": {"type": "shapenet", "num_points": 1024, "batch_size": 2},
+        "optimizer": {"lr": 5e-3},
+        "trainer": {"device": "cpu", "max_steps": 400, "val_every": 400, "progress_bar": False},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "occnet_backend", "train", "--config", str(path), "--data", str(shapenet),
+         "--out", str(out), "--events", "jsonl"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    metrics = [e for e in events if e["event"] == "metrics"]
+    assert len(metrics) == 1 and 0 < metrics[0]["val_loss"] < 1 and 0 <= metrics[0]["val_iou"] < 0.5
+    assert events[-1]["event"] == "done" and events[-1]["iou"] > 0.6
+    assert (out / "checkpoints" / "last.pt").is_file()
+
+
+def test_shapenet_config_without_a_folder_is_refused():
+    from occnet_backend.config import ConfigError, create_trainer_from_config
+
+    with pytest.raises(ConfigError, match="data_root is required for dataset.type 'shapenet'"):
+        create_trainer_from_config({"dataset": {"type": "shapenet"}})

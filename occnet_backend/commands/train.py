@@ -30,7 +30,7 @@ EXIT_CANCELLED = 130
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="config file (.yaml/.yml/.json) with sections "
                         "model, dataset, optimizer, trainer")
-    parser.add_argument("--data", type=Path, help="dataset folder (overrides dataset.data_root; implies type 'mesh')")
+    parser.add_argument("--data", type=Path, help="dataset folder (overrides dataset.data_root; of type 'mesh' unless the config names another)")
     parser.add_argument("--out", type=Path, help="run folder: logs/, checkpoints/, config.json (config paths win)")
     parser.add_argument("--device", help="auto | cpu | cuda[:N] (overrides trainer.device)")
     parser.add_argument("--max-steps", type=int, help="train to this many steps in total (overrides trainer.max_steps)")
