@@ -26,6 +26,7 @@ from occnet_backend.datafolder import load_samples
 from occnet_backend.fitting import FitSettings, fit_meshes
 from occnet_backend.meshes import load_mesh, to_unit_cube
 from occnet_backend.metrics import evaluate_mesh
+from occnet_backend.training import cpu_has_native_bf16
 
 KEYS = ("iou", "chamfer_l1", "normal_consistency", "fscore", "watertight", "seconds")
 
@@ -66,6 +67,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"fit defaults (width 128 x 5, Fourier 64 σ2), {args.steps} steps, resolution {args.resolution}; "
           "Chamfer-L1 in unit-cube units (not x10)")
+    print(f"training precision (amp auto): {'bf16, this CPU has native bf16' if cpu_has_native_bf16() else 'fp32'}")
     with tempfile.TemporaryDirectory() as tmp:
         paths = dict(package_meshes())
         v, f = suzanne()

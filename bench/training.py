@@ -26,9 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import machine  # noqa: E402
 
+from occnet_backend.allocator import keep_freed_memory  # noqa: E402
 from occnet_backend.conditional import ConditionalOccupancyNetwork  # noqa: E402
 from occnet_backend.models import OccupancyNetwork  # noqa: E402
-from occnet_backend.training import OccupancyTrainer  # noqa: E402
+from occnet_backend.training import OccupancyTrainer, cpu_has_native_bf16  # noqa: E402
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -68,7 +69,7 @@ def measure(model: torch.nn.Module, points: int, steps: int, amp: str | bool, sh
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--points", type=int, default=8192)
     parser.add_argument("--no-append", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
@@ -84,10 +85,18 @@ def main() -> None:
     say(f"load average before: {load:.2f} (other processes on these cores slow every number)")
     peak32 = matmul_gflops(torch.float32)
     peak16 = matmul_gflops(torch.bfloat16)
-    say(f"matmul 2048^3: fp32 {peak32:.1f} GFLOP/s (the roofline), bf16 {peak16:.1f} GFLOP/s")
+    say(f"matmul 2048^3: fp32 {peak32:.1f} GFLOP/s (the roofline), bf16 {peak16:.1f} GFLOP/s; "
+        f"native bf16: {cpu_has_native_bf16()} (amp 'auto' uses bf16 only then)")
     say(f"OccupancyTrainer.train_step, {args.points} points per step, 5 blocks, Fourier 64, Adam, {args.steps} timed steps")
-    say(f"{'model':<34} {'precision':<10} {'points/s':>10} {'GFLOP/s':>8} {'of fp32 roofline':>17}")
+    say(f"{'model':<34} {'precision':<21} {'points/s':>10} {'GFLOP/s':>8} {'of fp32 roofline':>17} "
+        f"{'of own roofline':>16}")
     rows = []
+    # the baseline: glibc malloc as a plain `import torch` leaves it (measured first: tuning is one-way)
+    torch.manual_seed(0)
+    model = OccupancyNetwork(dim_hidden=128, num_layers=5, fourier_frequencies=64)
+    rate = measure(model, args.points, args.steps, False)
+    rows.append(("OccupancyNetwork width 128", "fp32, default malloc", rate, forward_flops_per_point(128, 5, 64)))
+    keep_freed_memory()  # what `python -m occnet_backend` does; every row below runs with it
     for width in (128, 256):
         for amp, label in ((False, "fp32"), ("bf16", "bf16 amp")):
             torch.manual_seed(0)
@@ -101,7 +110,8 @@ def main() -> None:
         rows.append(("Conditional width 128, 4 codes", label, rate, forward_flops_per_point(128, 5, 64)))
     for name, label, rate, flops in rows:
         achieved = 3 * flops * rate / 1e9
-        say(f"{name:<34} {label:<10} {rate:>10,.0f} {achieved:>8.1f} {achieved / peak32:>16.0%}")
+        own = peak16 if label.startswith("bf16") else peak32
+        say(f"{name:<34} {label:<21} {rate:>10,.0f} {achieved:>8.1f} {achieved / peak32:>16.0%} {achieved / own:>16.0%}")
 
     if not args.no_append:
         path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"

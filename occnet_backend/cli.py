@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from occnet_backend.allocator import keep_freed_memory
+
 # name -> (module, one-line help). Keep in the order a user meets them.
 COMMANDS: dict[str, str] = {
     "synthetic": "Train on an analytic shape and write its extracted mesh (a quick self-check).",
@@ -46,4 +48,5 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    keep_freed_memory()
     return int(module.run(args) or 0)

@@ -61,7 +61,7 @@ class CBatchNorm1d(nn.Module):
         if self.bn is not None:
             b, n, w = x.shape
             x = self.bn(x.reshape(b * n, w)).reshape(b, n, w)
-        return self.gamma(c).unsqueeze(1) * x + self.beta(c).unsqueeze(1)
+        return torch.addcmul(self.beta(c).unsqueeze(1), self.gamma(c).unsqueeze(1), x)
 
 
 class CResnetBlockFC(nn.Module):

@@ -24,6 +24,7 @@ LogitFunction = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
 
 BOX_SIZE = 1.1  # the unit cube plus the reference implementation's padding of 0.1
 METHODS = ("mise", "dense")
+LEVEL_MARGIN = 1e-2  # logits: how far every grid node is kept from the level (see marching_cubes)
 
 
 def threshold_to_logit(threshold: float) -> float:
@@ -237,6 +238,14 @@ def marching_cubes(values: np.ndarray, level: float, box_size: float = BOX_SIZE)
     resolution = values.shape[0] - 1
     if not values.max() >= level:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
+    # A node within a hair of the level puts the vertices of all its edges within float32 rounding
+    # of the node itself: distinct vertices with equal coordinates, which any weld (trimesh.load,
+    # Blender's Merge by Distance) turns into non-manifold edges. Keeping every node LEVEL_MARGIN
+    # away from the level keeps vertices >= LEVEL_MARGIN/Δ of an edge from its ends (Δ: the field's
+    # change along the edge) and moves them by no more than that: 1% of a cell at Δ = 1 logit.
+    near = np.abs(values - level) < LEVEL_MARGIN
+    if near.any():
+        values = np.where(near, np.where(values >= level, level + LEVEL_MARGIN, level - LEVEL_MARGIN), values)
     # Close the surface with an outside layer chosen so the surface crosses 1/20 of a cell beyond
     # the border. A huge constant (the reference uses -1e6) puts those vertices within float32
     # rounding of the border nodes, where they merge and break watertightness.

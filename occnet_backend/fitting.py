@@ -44,6 +44,7 @@ class FitSettings:
     resolution: int = 128
     threshold: float = 0.5
     device: str = "auto"
+    amp: str = "auto"  # 'auto' | 'off' | 'bf16' | 'fp16': see training.resolve_amp
     width: int = 128
     depth: int = 5
     fourier_frequencies: int = 64
@@ -61,6 +62,10 @@ class FitSettings:
             raise ValueError(f"--fourier-frequencies must be >= 0 (0 turns them off), got {self.fourier_frequencies}")
         if not self.lr > 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
+        from occnet_backend.training import AMP_MODES
+
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         # checked here, not after minutes of training
         from occnet_backend.extraction import check_resolution, threshold_to_logit
 
@@ -137,7 +142,7 @@ def fit_meshes(
                         generator=torch.Generator().manual_seed(s.seed))
     model = build_model(len(shape_ids), s)
     # SIGINT (the add-on's Cancel) and SIGTERM finish the current step; fit then saves and stops
-    trainer = OccupancyTrainer(model, loader, device=device, lr=s.lr, events=events,
+    trainer = OccupancyTrainer(model, loader, device=device, lr=s.lr, amp=s.amp, events=events,
                                handle_signals=True)
     history = trainer.train(max_steps=s.steps)
     status = trainer.status
@@ -187,7 +192,9 @@ def fit_meshes(
         per_shape[sid] = metrics
         events.emit("metrics", shape_id=sid, **metrics)
     plot_training_curves(history, out_dir / "training_curve.png", title="fit")
-    summary = {"shapes": per_shape, "timings": timings, "device": str(device), "settings": s.__dict__}
+    precision = str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "float32"
+    summary = {"shapes": per_shape, "timings": timings, "device": str(device), "training_precision": precision,
+               "settings": s.__dict__}
     atomic_write_bytes(out_dir / "metrics.json", json.dumps(jsonable(summary), indent=2).encode())
     return FitResult(shape_ids, mesh_paths, checkpoint, summary, status, history)
 

@@ -30,7 +30,9 @@ class FourierFeatures(nn.Module):
         self.dim_output = dim_input + 2 * num_frequencies
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        projected = 2 * math.pi * (x @ self.B)
+        # always fp32: under bf16 autocast x @ B would round the phase by up to ~0.1 rad at σ 2
+        with torch.autocast(x.device.type, enabled=False):
+            projected = 2 * math.pi * (x.float() @ self.B.float())
         return torch.cat([x, torch.sin(projected), torch.cos(projected)], dim=-1)
 
 

@@ -144,3 +144,23 @@ def test_surface_cut_by_the_box_stays_watertight_after_vertex_merging():
     out = extract_mesh(fn, resolution=64, threshold=0.5)
     merged = trimesh.Trimesh(out["vertices"], out["faces"])  # process=True merges coincident vertices
     assert merged.is_watertight and merged.volume > 0
+
+
+def test_nodes_a_hair_from_the_level_do_not_weld_vertices_together():
+    """A trained network at 256³ put a node 1e-5 logits from the level: two vertices on its edges
+    rounded to the same float32 point and welding them (trimesh.load, Blender's Merge by Distance)
+    left non-manifold edges. Every mesh here must stay watertight after welding."""
+    from occnet_backend.extraction import marching_cubes
+    from occnet_backend.metrics import mesh_quality
+
+    axis = np.linspace(-1, 1, 33)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    field = (0.6 - np.sqrt(x**2 + y**2 + z**2) + 0.1 * np.sin(7 * x) * np.sin(5 * y) * np.sin(6 * z)) * 50
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        values = field.copy()
+        pick = (np.abs(values) < 2.0) & (rng.random(values.shape) < 0.3)
+        values[pick] = rng.choice([1e-6, -1e-6, 3e-6, 1e-5], pick.sum())
+        vertices, faces = marching_cubes(values.astype(np.float32), 0.0, box_size=1.1)
+        quality = mesh_quality(vertices, faces)  # welds vertices with equal coordinates
+        assert quality["watertight"] and quality["degenerate_faces"] == 0, quality

@@ -54,7 +54,11 @@ def test_fit_reconstructs_suzanne_in_its_own_coordinates(tmp_path, suzanne):
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
     assert checkpoint["shape_ids"] == ["my monkey"] and checkpoint["model_class"] == "OccupancyNetwork"
     assert not list(out.rglob("*.tmp")), "no temporary files left behind"
-    metrics = json.loads((out / "metrics.json").read_text())["shapes"]["my monkey"]
+    summary = json.loads((out / "metrics.json").read_text())
+    from occnet_backend.training import cpu_has_native_bf16
+
+    assert summary["training_precision"] == ("bfloat16" if cpu_has_native_bf16() else "float32")
+    metrics = summary["shapes"]["my monkey"]
     assert metrics["watertight"] and metrics["iou"] > 0.6 and metrics["chamfer_l1"] < 0.05
     for png in ("training_curve.png", "slices_my monkey.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

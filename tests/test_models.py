@@ -59,6 +59,16 @@ def test_fourier_features_are_reproducible_and_saved():
     assert "encoding.B" in a.state_dict()
 
 
+def test_fourier_phases_stay_fp32_under_bf16_autocast():
+    # bf16 would round 2π·Bx by up to ~0.1 rad and blur detail finer than a few hundredths
+    encoding = OccupancyNetwork(dim_hidden=8, num_layers=1, fourier_frequencies=64, fourier_scale=2.0).encoding
+    x = torch.rand(1000, 3) - 0.5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = encoding(x)
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, encoding(x))
+
+
 def test_assigned_loss_replaces_the_default():
     model = OccupancyNetwork(dim_hidden=8, num_layers=1)
     logits, target = torch.zeros(10), torch.ones(10)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from occnet_backend import FocalLoss, OccupancyNetwork, OccupancyTrainer, load_model
 from occnet_backend.checkpoints import load_checkpoint
 from occnet_backend.events import EventWriter
+from occnet_backend import training
 from occnet_backend.training import LRSchedule
 
 
@@ -192,8 +193,17 @@ def test_lr_schedules_warm_up_then_decay():
     assert isinstance(trainer.optimizer, torch.optim.AdamW)
 
 
-def test_bf16_autocast_on_cpu_trains_and_bad_amp_is_an_error():
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_uses_bf16_only_on_a_cpu_with_native_bf16(monkeypatch, native):
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: native)
     trainer = make_trainer(amp="auto")
+    assert trainer.amp_dtype == (torch.bfloat16 if native else None)
+    assert not trainer.scaler.is_enabled()
+    assert training.resolve_amp("auto", torch.device("cuda")) == torch.float16
+
+
+def test_bf16_autocast_on_cpu_trains_and_bad_amp_is_an_error():
+    trainer = make_trainer(amp="bf16")
     assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
     history = trainer.train(max_steps=3)
     assert all(math.isfinite(r["loss"]) for r in history)
