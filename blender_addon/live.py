@@ -239,6 +239,22 @@ def server_for(ob: bpy.types.Object) -> sliders.SliderServer:
     return POOL.get(checkpoint, _server_factory(ob))
 
 
+def prewarm(objects: list[bpy.types.Object]) -> None:
+    """Starts the sliders' server of fresh results without waiting for it.
+
+    The server's start (torch import + model load) is ~1.1 s of the first slider move on 2 CPU
+    cores, where a move on a running server at 128³ takes 0.1-0.3 s (BENCHMARKS.md); started
+    right after a reconstruction, it loads while the user looks at the result. Anything wrong
+    (checkpoint gone, no interpreter) is left for the first slider move to report.
+    """
+    for ob in objects:
+        if is_result(ob):
+            try:
+                server_for(ob)
+            except OccNetError:
+                pass
+
+
 def needed_checkpoints() -> set[str]:
     return {str(ob[results.PROP_CHECKPOINT]) for ob in bpy.data.objects
             if ob.users > 0 and ob.library is None and is_result(ob)}

@@ -174,6 +174,7 @@ class OCCNET_OT_reconstruct(bpy.types.Operator):
         message = f"Reconstructed {names} ({state.step} steps on {state.device or '?'}{iou})"
         self.report({"INFO"}, message)
         _set_status(context, message, is_error=False, job=job)
+        live.prewarm(objects)  # so that the first slider move does not wait for torch to load
         _redraw_panels(context)
         return {"FINISHED"}
 

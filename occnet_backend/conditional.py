@@ -136,7 +136,9 @@ class ConditionalOccupancyNetwork(nn.Module):
         code_regularization: weight λ of λ·mean‖c‖² added to the training loss for table codes
             (DeepSDF's prior): keeps codes in a compact region so blends stay meaningful.
         encoder_points: labelled points encoded per shape when a batch has no 'inputs'.
-        chunk_size: points per forward pass in `predict_logits`.
+        chunk_size: points per forward pass in `predict_logits` (bounds inference memory). 8192
+            keeps a width-128 layer's activations (4 MB) in cache: 124k points took 0.29 s on
+            2 CPU cores vs 0.40 s in chunks of 65536 (the cost on a GPU is a few more launches).
     """
 
     def __init__(
@@ -154,7 +156,7 @@ class ConditionalOccupancyNetwork(nn.Module):
         code_init_std: float | None = None,
         code_regularization: float = 1e-4,
         encoder_points: int = 1024,
-        chunk_size: int = 65536,
+        chunk_size: int = 8192,
     ):
         super().__init__()
         if dim_condition < 1 or dim_hidden < 1 or num_layers < 1:

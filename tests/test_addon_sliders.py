@@ -244,6 +244,23 @@ def test_ten_changes_leave_no_orphans_and_a_drag_sends_one_request(blender, tmp_
 
 
 @pytest.mark.slow
+def test_prewarm_starts_the_server_that_the_first_slider_move_then_uses(blender, tmp_path, suzanne_run):
+    ob = make_result(suzanne_run, tmp_path / "job")
+    other = bpy.data.objects.new("Plain", bpy.data.meshes.new("Plain"))  # not a result: ignored
+    live.prewarm([ob, other])
+    pid = server_of(ob).pid
+    assert [p.pid for p in backend.live_processes()] == [pid]
+    server_of(ob).wait_ready()
+    before = len(ob.data.vertices)
+    api.update_result(ob, resolution=64)
+    assert server_of(ob).pid == pid and len(ob.data.vertices) > before
+    results.remove_object_and_mesh(ob)
+    bpy.context.view_layer.update()
+    assert len(live.POOL) == 0
+    assert_gone(pid)
+
+
+@pytest.mark.slow
 def test_deleting_the_result_ends_its_server(blender, tmp_path, suzanne_run):
     ob = make_result(suzanne_run, tmp_path / "job")
     api.update_result(ob, threshold=0.4)
