@@ -153,6 +153,9 @@ class OCCNET_OT_reconstruct(bpy.types.Operator):
             return {"CANCELLED"}
         except Exception as err:  # noqa: BLE001
             return self._internal_error(context, err)
+        # the GUI only (scripts and --background may never touch a slider): the first slider
+        # move then finds the server loaded instead of waiting ~1.1 s for torch
+        live.prewarm(objects)
         return self._done(context, job, objects)
 
     def cancel(self, context: bpy.types.Context) -> None:
@@ -174,7 +177,6 @@ class OCCNET_OT_reconstruct(bpy.types.Operator):
         message = f"Reconstructed {names} ({state.step} steps on {state.device or '?'}{iou})"
         self.report({"INFO"}, message)
         _set_status(context, message, is_error=False, job=job)
-        live.prewarm(objects)  # so that the first slider move does not wait for torch to load
         _redraw_panels(context)
         return {"FINISHED"}
 
