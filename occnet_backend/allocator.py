@@ -2,10 +2,10 @@
 
 A training step at 8192 points allocates and frees dozens of 4 MB activation tensors. glibc's
 malloc serves blocks that size with fresh `mmap`s and trims the heap top after each free, so every
-step page-faults the same ~15 MB back in (≈4,000 minor faults per step measured here) and the
-element-wise ops run on cold pages. Raising the mmap and trim thresholds keeps that memory mapped:
-faults fall to ~100 per step and a CPU training step gets 5-10% faster (BENCHMARKS.md, training
-throughput). The cost is that the process's RSS stays at its peak, which for our commands is what
+step page-faults the same 15-30 MB back in (4,000-7,000 minor faults per step measured here) and
+the element-wise ops run on cold pages. Raising the mmap and trim thresholds keeps that memory
+mapped: faults fall to ~50-150 per step and a CPU training step gets 2-25% faster, depending on
+the run (BENCHMARKS.md, training throughput). The cost is that the process's RSS stays at its peak, which for our commands is what
 they need again a moment later anyway.
 
 Called by `python -m occnet_backend` (a process we own), never on import: a library must not

@@ -715,9 +715,9 @@ class OccupancyTrainer:
         if self._writer is not None:
             self._writer.flush()
         if self.dist.enabled:
-            # every rank leaves together, after rank 0 has written the checkpoint: a rank that
-            # tears its process group down while rank 0 is still writing crashed rank 0 once in
-            # ~12 runs of tests/test_ddp.py (gloo: "terminate called without an active exception")
+            # every rank leaves together, after rank 0 has written the checkpoint, so no rank tears
+            # its process group down while another still works (rank 0 aborted at teardown once in
+            # ~12 runs of tests/test_ddp.py: gloo's "terminate called without an active exception")
             torch.distributed.barrier()
         if self.status == "cancelled":
             log.warning("training cancelled at step %d", self.step)

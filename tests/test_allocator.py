@@ -32,7 +32,7 @@ def faults_per_step(mode: str) -> int:
     return int(run.stdout.split()[-1])
 
 
-def test_keep_freed_memory_applies_on_glibc_and_stops_page_faults_per_step():
+def test_keep_freed_memory_applies_on_glibc_and_cuts_page_faults_per_step():
     from occnet_backend.allocator import keep_freed_memory
 
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
