@@ -82,6 +82,12 @@ def test_fit_bad_settings_are_rejected(tmp_path):
     trimesh.creation.box().export(box)
     result = run_fit([str(box), "--out", str(tmp_path / "run"), "--resolution", "100"])
     assert result.returncode == 1 and "not reachable by doubling" in result.stderr
+    result = run_fit([str(box), "--out", str(tmp_path / "run"), "--amp", "int8"])
+    assert result.returncode == 2 and "--amp: invalid choice: 'int8'" in result.stderr
+    from occnet_backend.fitting import FitSettings
+
+    with pytest.raises(ValueError, match="--amp must be one of off, auto, bf16, fp16, got 'int8'"):
+        FitSettings(amp="int8").check()
 
 
 @pytest.mark.slow
