@@ -21,6 +21,7 @@ EXIT_CANCELLED = 130
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from occnet_backend.fitting import FitSettings
+    from occnet_backend.training import AMP_MODES
 
     d = FitSettings()
     parser.add_argument("meshes", nargs="+", type=Path, help="mesh files (obj, ply, off, stl, glb); several = one model")
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", type=int, default=d.resolution, help="marching-cubes grid: 32·2^k (default 128)")
     parser.add_argument("--threshold", type=float, default=d.threshold, help="occupancy probability of the surface")
     parser.add_argument("--device", default=d.device, help="auto (GPU when there is one) | cpu | cuda")
-    parser.add_argument("--amp", default=d.amp, choices=["auto", "off", "bf16", "fp16"],
+    parser.add_argument("--amp", default=d.amp, choices=AMP_MODES,
                         help="mixed precision: auto = fp16 on a GPU, bf16 on a CPU with native bf16 "
                              "(half the time, same quality), else off")
     parser.add_argument("--width", type=int, default=d.width, help="network width")
