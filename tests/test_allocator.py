@@ -4,6 +4,8 @@ import platform
 import subprocess
 import sys
 
+import pytest
+
 # Forward + backward of a width-128 network on 8192 points: the 4 MB activations that glibc
 # otherwise hands back to the OS and faults in again on every step.
 CHILD = """
@@ -40,5 +42,7 @@ def test_keep_freed_memory_applies_on_glibc_and_cuts_page_faults_per_step():
         assert keep_freed_memory() is False
         return
     default, tuned = faults_per_step("default"), faults_per_step("tuned")
+    if default < 1000:  # glibc's adaptive thresholds sometimes keep the memory by themselves
+        pytest.skip(f"nothing to fix here: {default} page faults per step without the tuning")
     # measured here: 6,100-6,800 faults per step by default, 800-1,200 tuned
     assert tuned < default / 3, f"page faults per step: {default} default, {tuned} tuned"
