@@ -243,9 +243,11 @@ def marching_cubes(values: np.ndarray, level: float, box_size: float = BOX_SIZE)
     # Blender's Merge by Distance) turns into non-manifold edges. Keeping every node LEVEL_MARGIN
     # away from the level keeps vertices >= LEVEL_MARGIN/Δ of an edge from its ends (Δ: the field's
     # change along the edge) and moves them by no more than that: 1% of a cell at Δ = 1 logit.
-    near = np.abs(values - level) < LEVEL_MARGIN
+    near = values > level - LEVEL_MARGIN  # two bool passes: |values - level| made 68 MB temporaries
+    near &= values < level + LEVEL_MARGIN  # at 256³ and took 0.16-0.25 s, these take 0.01 s
     if near.any():
-        values = np.where(near, np.where(values >= level, level + LEVEL_MARGIN, level - LEVEL_MARGIN), values)
+        values = values.copy()
+        values[near] = np.where(values[near] >= level, level + LEVEL_MARGIN, level - LEVEL_MARGIN)
     # Close the surface with an outside layer chosen so the surface crosses 1/20 of a cell beyond
     # the border. A huge constant (the reference uses -1e6) puts those vertices within float32
     # rounding of the border nodes, where they merge and break watertightness.
