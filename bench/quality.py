@@ -26,7 +26,7 @@ from occnet_backend.datafolder import load_samples
 from occnet_backend.fitting import FitSettings, fit_meshes
 from occnet_backend.meshes import load_mesh, to_unit_cube
 from occnet_backend.metrics import evaluate_mesh
-from occnet_backend.training import cpu_has_native_bf16
+from occnet_backend.training import resolve_amp, resolve_device
 
 KEYS = ("iou", "chamfer_l1", "normal_consistency", "fscore", "watertight", "seconds")
 
@@ -67,7 +67,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"fit defaults (width 128 x 5, Fourier 64 σ2), {args.steps} steps, resolution {args.resolution}; "
           "Chamfer-L1 in unit-cube units (not x10)")
-    print(f"training precision (amp auto): {'bf16, this CPU has native bf16' if cpu_has_native_bf16() else 'fp32'}")
+    precision = resolve_amp(FitSettings().amp, resolve_device(FitSettings().device))
+    print(f"training precision (amp auto): {str(precision).replace('torch.', '') if precision else 'float32'}")
     with tempfile.TemporaryDirectory() as tmp:
         paths = dict(package_meshes())
         v, f = suzanne()
