@@ -1,11 +1,13 @@
-# Two entry points (see README): `make demo` runs the main job, `make test` runs the tests.
-# Both create .venv with Python 3.11 and install what they need.
+# Two entry points (see README): `make demo` runs the main job, `make test` runs the tests: the
+# suite on bpy and plain CPython, then the real-window suite (a windowed Blender 4.3 under Xvfb,
+# tests/gui; needs root; `make unit-test` or `make gui-test` runs one half).
+# All create .venv with Python 3.11 and install what they need.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: demo test venv clean
+.PHONY: demo test unit-test gui-test venv clean
 
 venv: $(VENV)/.installed
 
@@ -22,8 +24,14 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(PY) examples/demo.py $(ARGS)
 
-test: venv
+test: unit-test gui-test
+
+unit-test: venv
 	$(PY) -m pytest -q $(ARGS)
+
+# Blender's modal operator, timers and sidebar only run in a real window: see tests/gui/run.py
+gui-test: venv
+	$(PY) tests/gui/run.py
 
 clean:
 	rm -rf $(VENV) out dist .pytest_cache

@@ -27,7 +27,7 @@ bl_info = {
 if "_modules" in locals():  # "Reload Scripts": reload submodules too, in dependency order
     import importlib
 
-    for _name in ("errors", "plyio", "backend", "sliders", "export", "results", "jobs", "properties",
+    for _name in ("errors", "plyio", "backend", "sliders", "ui", "results", "export", "jobs", "properties",
                   "live", "preferences", "operators", "panel", "api"):
         if _name in locals():
             importlib.reload(locals()[_name])
@@ -50,8 +50,32 @@ def _abort_on_load(*_args) -> None:
         job.abort()
 
 
+MIN_BLENDER = (4, 2, 0)
+
+
+def _check_host(version: tuple | None = None, version_string: str = "", numpy_found: bool | None = None) -> None:
+    """Refuses to enable, with the reason, where the add-on could only fail later (a Blender 3.x
+    lacks UILayout.progress and Mesh.shade_smooth; some distributions' Blender has no numpy)."""
+    import importlib.util
+
+    version = tuple(version or bpy.app.version)
+    if version < MIN_BLENDER:
+        raise RuntimeError(
+            f"OccNet Reconstruction needs Blender {'.'.join(map(str, MIN_BLENDER))} or newer; this is Blender "
+            f"{version_string or bpy.app.version_string}. Install a newer Blender from blender.org."
+        )
+    if numpy_found is None:
+        numpy_found = importlib.util.find_spec("numpy") is not None
+    if not numpy_found:
+        raise RuntimeError(
+            "OccNet Reconstruction needs numpy in Blender's own Python, and this Blender has none (some Linux "
+            "distributions package it separately: install python3-numpy, or use Blender from blender.org)."
+        )
+
+
 def register() -> None:
     global _modules
+    _check_host()
     from . import (api, backend, errors, export, jobs, live, operators, panel, plyio,  # noqa: F401
                    preferences, properties, results, sliders)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import json
+import math
 import os
 import queue
 import shutil
@@ -44,6 +45,8 @@ REQUIRED_MODULES: dict[str, str] = {
     "skimage": "scikit-image",
     "scipy": "scipy",
     "igl": "libigl",
+    "tqdm": "tqdm",
+    "matplotlib": "matplotlib",
 }
 
 ENV_PYTHON = "OCCNET_PYTHON"
@@ -191,18 +194,18 @@ def resolve_python(preference: str = "", work_dir: str | None = None, *, check: 
     for python, origin in candidate_pythons(work_dir):
         try:
             info = probe_python(python)
-        except OccNetError as err:
-            tried.append(str(err))
+        except OccNetError:
+            tried.append(f"{python} ({origin}): does not run")
             continue
         if not info["missing"]:
             _DETECTED[key] = (python, f"auto-detected: {origin}")
             return _DETECTED[key]
-        tried.append(f"{python}: lacks {', '.join(info['missing'])}")
+        tried.append(f"{python} ({origin}): lacks {', '.join(info['missing'])}")
     raise OccNetError(
-        "No Python with PyTorch found for the OccNet backend (tried: "
-        + ("; ".join(tried) or "nothing found on PATH")
-        + f"). Install the backend's packages ({install_hint('python3', REQUIRED_MODULES)}) and set its path "
-        f"in the add-on preferences or in ${ENV_PYTHON}."
+        "No Python with the backend's packages (PyTorch and others) was found.\n"
+        + ("Tried: " + "; ".join(tried) if tried else "No Python interpreter was found on PATH.") + "\n"
+        + f"Fix: set Backend Python in the add-on preferences (or ${ENV_PYTHON}) to an interpreter that has them, "
+        f"or install them into one: {install_hint('python3', REQUIRED_MODULES)}"
     )
 
 
@@ -262,21 +265,27 @@ def check_backend(python: str, timeout: float = 180.0) -> dict[str, Any]:
         raise OccNetError(f"Backend check in '{python}' failed (exit code {out.returncode}): {tail}") from None
 
 
-def summarize_check(report: dict[str, Any]) -> tuple[bool, str]:
-    """(ok, one line for a report) from ``check_backend``'s dict."""
+def summarize_check(report: dict[str, Any], origin: str = "") -> tuple[bool, str]:
+    """(ok, a short multi-line message) from ``check_backend``'s dict: the verdict first, then the
+    interpreter and where it came from, then versions and device, or exactly what to fix."""
     python = report.get("python", "?")
+    where = f"Interpreter: {python}" + (f" ({origin})" if origin else "") + f", Python {report.get('version')}"
     if report.get("errors"):
-        missing = [m for m in report["errors"] if m in REQUIRED_MODULES]
-        details = "; ".join(f"{m}: {e}" for m, e in report["errors"].items())
-        hint = f" Install with: {install_hint(python, missing)}" if missing else ""
-        return False, f"Backend Python {python} (Python {report.get('version')}) is not ready: {details}.{hint}"
+        missing = [m for m in report["errors"] if m in REQUIRED_MODULES and "No module named" in report["errors"][m]]
+        broken = {m: e for m, e in report["errors"].items() if m not in missing}
+        lines = ["Backend not ready.", where]
+        if missing:
+            lines.append(f"Missing: {', '.join(missing)}. Fix: {install_hint(python, missing)}")
+        for name, error in broken.items():
+            lines.append(f"{name} fails to import: {error.splitlines()[0][:200]}")
+        return False, "\n".join(lines)
     device = "CUDA (" + ", ".join(report.get("devices") or ["GPU"]) + ")" if report.get("cuda") else "CPU"
     if report.get("mps") and not report.get("cuda"):
         device = "CPU (Apple MPS available)"
-    return True, (
-        f"Backend ready: Python {report.get('version')} at {python}, torch {report['modules'].get('torch')}, "
-        f"device auto = {device}, occnet_backend {report.get('backend')}"
-    )
+    return True, "\n".join([
+        "Backend ready.", where,
+        f"torch {report['modules'].get('torch')}, device for Auto: {device}, occnet_backend {report.get('backend')}",
+    ])
 
 
 def _clean_env() -> dict[str, str]:
@@ -383,10 +392,12 @@ class JobState:
     error: str = ""
     done: str = ""  # "", "ok", "cancelled", "error"
     phase: str = "starting"
+    revision: int = 0  # counts applied events: the panel redraws only when it changed
 
     def apply(self, event: dict[str, Any]) -> None:
         """Folds one event into the state. Tolerant: a malformed field is ignored, never raised,
         so a backend newer or older than the add-on cannot crash Blender's timer."""
+        self.revision += 1
         try:
             self._apply(event)
         except (TypeError, ValueError, AttributeError):
@@ -432,6 +443,38 @@ class JobState:
     def fraction(self) -> float:
         return min(1.0, self.step / self.total) if self.total else 0.0
 
+    @property
+    def phase_text(self) -> str:
+        """What the backend is doing, for the progress bar."""
+        if self.phase == "training":
+            if not self.step:
+                return "Starting training..."
+            return f"Step {self.step} / {self.total}" if self.total else f"Step {self.step}"
+        return PHASE_TEXT.get(self.phase, self.phase.capitalize())
+
+    def evaluation_line(self, shape_ids: list[str]) -> str:
+        """The backend's evaluation of the results (not the last training batch): IoU, Chamfer-L1,
+        closedness; the mean over shapes when there are several."""
+        found = [self.metrics[s] for s in shape_ids if isinstance(self.metrics.get(s), dict)]
+        if not found:
+            return ""
+
+        def mean(key: str) -> float | None:
+            values = [_num(m.get(key)) for m in found]
+            values = [v for v in values if v is not None and math.isfinite(v)]
+            return sum(values) / len(values) if values else None
+
+        parts = []
+        iou, chamfer = mean("iou"), mean("chamfer_l1")
+        prefix = "mean " if len(found) > 1 else ""
+        if iou is not None:
+            parts.append(f"{prefix}IoU {iou:.3f}")
+        if chamfer is not None:
+            parts.append(f"Chamfer-L1 {chamfer:.4f}")
+        closed = sum(bool(m.get("watertight")) for m in found)
+        parts.append(("watertight" if closed else "not watertight") if len(found) == 1 else f"{closed}/{len(found)} watertight")
+        return ", ".join(parts)
+
     def progress_line(self) -> str:
         parts = [f"step {self.step}/{self.total}" if self.total else self.phase]
         if self.loss is not None:
@@ -445,6 +488,14 @@ class JobState:
         return ", ".join(parts)
 
 
+PHASE_TEXT = {
+    "starting": "Starting the backend...",
+    "preparing": "Preparing data (sampling and labelling points)...",
+    "extracting": "Extracting and evaluating the surface...",
+    "done": "Finishing...",
+}
+
+
 def _int(value: Any, default: int) -> int:
     try:
         return default if value is None else int(value)
@@ -453,13 +504,17 @@ def _int(value: Any, default: int) -> int:
 
 
 def _num(value: Any) -> float | None:
+    """A finite float, or None (missing, malformed, NaN or infinite: the panel shows '-')."""
     try:
-        return None if value is None else float(value)
+        number = None if value is None else float(value)
     except (TypeError, ValueError):
         return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-"
     seconds = max(0, int(round(seconds)))
     if seconds < 60:
         return f"{seconds} s"

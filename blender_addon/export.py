@@ -14,7 +14,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import plyio
+from . import plyio, results
 from .errors import OccNetError
 
 # Object types that evaluate to a mesh surface (curves with bevel/extrude, text, metaballs ...).
@@ -45,6 +45,11 @@ def sanitize_id(name: str, taken: set[str]) -> str:
     return candidate
 
 
+def usable_sources(objects) -> list[bpy.types.Object]:
+    """The objects Reconstruct would use: surfaces that are not OccNet results themselves."""
+    return [ob for ob in objects if ob.type in GEOMETRY_TYPES and not results.is_result_object(ob)]
+
+
 def select_sources(objects: list[bpy.types.Object]) -> tuple[list[bpy.types.Object], list[str]]:
     """Splits the selection into objects with a surface and notes about the ones skipped.
 
@@ -56,7 +61,9 @@ def select_sources(objects: list[bpy.types.Object]) -> tuple[list[bpy.types.Obje
     usable, skipped = [], []
     objects = list(dict.fromkeys(objects))  # the same object twice is still one shape
     for ob in objects:
-        if ob.type in GEOMETRY_TYPES:
+        if results.is_result_object(ob):
+            skipped.append(f"'{ob.name}' is an OccNet result (reconstruct its source instead)")
+        elif ob.type in GEOMETRY_TYPES:
             usable.append(ob)
         else:
             kind = ob.type.lower().replace("_", " ")

@@ -9,7 +9,13 @@ Job folder layout (``<work>/<job>/``)::
     input/<shape_id>.ply   exported shapes (world space)
     output/                backend results: meshes, checkpoint, metrics
     backend.log            the backend's stderr (and the command line)
-    job.json               sources, settings, command: enough to understand a run afterwards
+    job.json               sources, settings, command, outcome: enough to understand a run afterwards
+
+Clean-up policy (job folders are ~4 MB each, a checkpoint inside): a cancelled job's folder is
+deleted at once; of the failed ones the newest ``KEEP_FAILED`` are kept (their logs explain the
+failure); a successful job's folder is kept, since results in any saved .blend load their live
+sliders from it, until the user presses Clean Up Job Folders (``clean_job_folders``), which
+deletes every folder no result in the open file needs.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from .backend import FitSettings, JobState
 from .errors import OccNetCancelled, OccNetError
 
 _ACTIVE: "Job | None" = None
+KEEP_FAILED = 5
+JOB_RECORD = "job.json"
 
 
 def active_job() -> "Job | None":
@@ -115,11 +123,21 @@ class Job:
             "argv": self.argv,
             "blender": bpy.app.version_string,
         }
-        (self.job_dir / "job.json").write_text(json.dumps(record, indent=2))
+        if _ACTIVE is not None and _ACTIVE is not self:
+            raise OccNetError("A reconstruction is already running; wait for it or cancel it first.")
+        self._record = record
+        self._write_record(outcome="running")
+        prune_job_folders(self.job_dir.parent, keep=self.job_dir)
         self.process = backend.BackendProcess(self.argv, cwd=self.job_dir, log_path=self.log_path).start()
         self.started_at = time.monotonic()
         _ACTIVE = self
         return self
+
+    def _write_record(self, outcome: str) -> None:
+        try:
+            (self.job_dir / JOB_RECORD).write_text(json.dumps({**self._record, "outcome": outcome}, indent=2))
+        except OSError:
+            pass  # the record explains a run afterwards; a job does not fail for it
 
     def poll(self) -> bool:
         """Applies events that arrived since the last call; True when the backend has ended."""
@@ -143,6 +161,7 @@ class Job:
         if self.process is not None:
             self.process.kill()
             self.process.cleanup()
+            self._write_record(outcome="aborted")
         if _ACTIVE is self:
             _ACTIVE = None
 
@@ -176,7 +195,13 @@ class Job:
         assert proc is not None and proc.returncode is not None, "finish() before the backend ended"
         ok = proc.returncode == 0 and self.state.done in ("ok", "") and not proc.killed and proc.cancel_requested_at is None
         if not ok:
-            raise self._failure()
+            failure = self._failure()
+            if isinstance(failure, OccNetCancelled):
+                shutil.rmtree(self.job_dir, ignore_errors=True)  # nothing in it is worth keeping
+                failure.log_path = None
+            else:
+                self._write_record(outcome="error")
+            raise failure
         missing = [s.shape_id for s in self.shapes if s.shape_id not in self.state.meshes]
         if missing:
             raise OccNetError(
@@ -194,10 +219,16 @@ class Job:
                 job_dir=str(self.job_dir),
                 shape_ids=shape_ids,
                 settings=self.settings.as_dict(),
+                metrics=dict(self.state.metrics.get(s.shape_id) or {}),
             )
             for s in self.shapes
         ]
-        objects = results.import_results(scene, specs)
+        try:
+            objects = results.import_results(scene, specs)
+        except BaseException:
+            self._write_record(outcome="error")
+            raise
+        self._write_record(outcome="ok")
         self.result_objects = [ob.name for ob in objects]
         return objects
 
@@ -240,3 +271,80 @@ class Job:
             if _ACTIVE is self:
                 _ACTIVE = None
         return self.finish()
+
+
+# --------------------------------------------------------------------------------------------
+# Job folder clean-up
+# --------------------------------------------------------------------------------------------
+
+STALE_RUNNING_S = 24 * 3600  # a "running" job this old was left by a Blender that crashed
+
+
+def _outcome(folder: Path) -> str:
+    try:
+        outcome = str(json.loads((folder / JOB_RECORD).read_text()).get("outcome", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if outcome == "running":
+        log = folder / "backend.log"
+        last = (log if log.exists() else folder / JOB_RECORD).stat().st_mtime
+        if time.time() - last > STALE_RUNNING_S:
+            return "aborted"
+    return outcome
+
+
+def job_folders(root: Path) -> list[Path]:
+    """The job folders under ``root`` (they hold a job.json), oldest first."""
+    try:
+        found = [p for p in root.iterdir() if p.is_dir() and (p / JOB_RECORD).is_file()]
+    except OSError:
+        return []
+    return sorted(found, key=lambda p: p.stat().st_mtime)
+
+
+def folder_size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def needed_job_folders() -> set[str]:
+    """Job folders that results in the open file point at (their checkpoints back the sliders)."""
+    return {os.path.realpath(str(ob[results.PROP_JOB])) for ob in bpy.data.objects
+            if ob.get(results.PROP_JOB) and ob.library is None}
+
+
+def _running() -> set[str]:
+    return {os.path.realpath(str(_ACTIVE.job_dir))} if _ACTIVE is not None else set()
+
+
+def prune_job_folders(root: Path, keep: Path | None = None) -> list[Path]:
+    """The automatic part of the policy: cancelled and aborted runs go, failed ones beyond the
+    newest KEEP_FAILED go. Successful and running jobs (maybe another Blender's) stay."""
+    spared = needed_job_folders() | _running() | ({os.path.realpath(str(keep))} if keep else set())
+    removed, failed = [], []
+    for folder in job_folders(root):
+        if os.path.realpath(str(folder)) in spared:
+            continue
+        outcome = _outcome(folder)
+        if outcome in ("cancelled", "aborted"):
+            removed.append(folder)
+        elif outcome == "error":
+            failed.append(folder)
+    removed += failed[:-KEEP_FAILED] if len(failed) > KEEP_FAILED else []
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return removed
+
+
+def clean_job_folders(root: Path) -> tuple[int, int]:
+    """Clean Up Job Folders: deletes every job folder that no result in the open file needs and
+    that is not running; returns (folders deleted, bytes freed)."""
+    spared = needed_job_folders() | _running()
+    count = freed = 0
+    for folder in job_folders(root):
+        if os.path.realpath(str(folder)) in spared or _outcome(folder) == "running":
+            continue
+        size = folder_size(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            count, freed = count + 1, freed + size
+    return count, freed

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import traceback
+from pathlib import Path
 
 import bpy
 
-from . import backend, jobs, live, preferences, properties
+from . import backend, export, jobs, live, preferences, properties, results, ui
 from .errors import OccNetCancelled, OccNetError
 
 TIMER_INTERVAL_S = 0.2
@@ -32,13 +33,6 @@ def _set_status(context: bpy.types.Context, message: str, *, is_error: bool, job
     status.is_error = is_error
     status.job_dir = str(job.job_dir) if job is not None else ""
     status.log_path = log_path or (str(job.log_path) if job is not None else "")
-
-
-def _redraw_panels(context: bpy.types.Context) -> None:
-    for window in context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
 
 
 def _first_line(text: str) -> str:
@@ -77,6 +71,11 @@ class OCCNET_OT_reconstruct(bpy.types.Operator):
         if jobs.active_job() is not None:
             cls.poll_message_set("A reconstruction is already running")
             return False
+        try:
+            export.select_sources(list(getattr(context, "selected_objects", [])))
+        except OccNetError as err:  # the button is greyed out and its tooltip says why
+            cls.poll_message_set(str(err))
+            return False
         return True
 
     # -- blocking path ---------------------------------------------------------------------------
@@ -86,6 +85,7 @@ class OCCNET_OT_reconstruct(bpy.types.Operator):
             for note in job.skipped:
                 self.report({"WARNING"}, f"Skipped {note}")
             objects = job.run(verbose=True)
+            results.present(context, objects)
         except OccNetCancelled as err:
             self.report({"WARNING"}, str(err))
             _set_status(context, str(err), is_error=False, log_path=err.log_path or "")
@@ -99,6 +99,9 @@ class OCCNET_OT_reconstruct(bpy.types.Operator):
         return self._done(context, job, objects)
 
     # -- UI path ---------------------------------------------------------------------------------
+    # Every way out of invoke() and modal(), an exception included, goes through _end(): the timer
+    # is removed, the backend is ended and reaped, the panel shows why, and Reconstruct is usable
+    # again. (An exception escaping modal() makes Blender drop the handler without telling us.)
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         if bpy.app.background or context.window is None:
             return self.execute(context)
@@ -106,56 +109,47 @@ class OCCNET_OT_reconstruct(bpy.types.Operator):
             job = create_job(context)
             for note in job.skipped:
                 self.report({"WARNING"}, f"Skipped {note}")
+            self._job = job
             job.start()
-        except OccNetError as err:
-            self.report({"ERROR"}, str(err))
-            _set_status(context, _first_line(str(err)), is_error=True, log_path=err.log_path or "")
-            return {"CANCELLED"}
-        except Exception as err:  # noqa: BLE001
-            return self._internal_error(context, err)
-        self._job = job
-        _set_status(context, "", is_error=False, job=job)
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(TIMER_INTERVAL_S, window=context.window)
-        wm.modal_handler_add(self)
-        _redraw_panels(context)
+            _set_status(context, "", is_error=False, job=job)
+            wm = context.window_manager
+            self._timer = wm.event_timer_add(TIMER_INTERVAL_S, window=context.window)
+            wm.modal_handler_add(self)
+        except Exception as err:  # noqa: BLE001 - OccNetError and bugs alike end cleanly
+            return self._end(context, err)
+        ui.redraw_sidebars(context)
         return {"RUNNING_MODAL"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        try:
+            return self._modal(context, event)
+        except Exception as err:  # noqa: BLE001
+            return self._end(context, err)
+
+    def _modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         job = self._job
         if job is None:
-            return {"CANCELLED"}
+            return self._end(context, None)
         if event.type == "ESC" and event.value == "PRESS":
             job.cancel()
-            _redraw_panels(context)
+            ui.redraw_sidebars(context)
             return {"RUNNING_MODAL"}
-        if event.type != "TIMER" or event.timer is not self._timer:
+        # bpy.types.Event has no `timer` attribute: any TIMER event is a chance to poll (cheap).
+        if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        try:
-            finished = job.poll()
-        except Exception as err:  # noqa: BLE001
-            self._stop(context)
-            job.abort()
-            return self._internal_error(context, err)
-        _redraw_panels(context)
+        before = job.state.revision
+        finished = job.poll()
+        if job.state.revision != before or finished:
+            ui.redraw_sidebars(context)
         if not finished:
             return {"PASS_THROUGH"}
         self._stop(context)
-        try:
-            objects = job.finish()
-        except OccNetCancelled as err:
-            self.report({"WARNING"}, str(err))
-            _set_status(context, str(err), is_error=False, job=job)
-            return {"CANCELLED"}
-        except OccNetError as err:
-            self.report({"ERROR"}, str(err))
-            _set_status(context, _first_line(str(err)), is_error=True, job=job)
-            return {"CANCELLED"}
-        except Exception as err:  # noqa: BLE001
-            return self._internal_error(context, err)
+        objects = job.finish()
+        results.present(context, objects)
         # the GUI only (scripts and --background may never touch a slider): the first slider
         # move then finds the server loaded instead of waiting ~1.1 s for torch
         live.prewarm(objects)
+        self._job = None
         return self._done(context, job, objects)
 
     def cancel(self, context: bpy.types.Context) -> None:
@@ -163,28 +157,52 @@ class OCCNET_OT_reconstruct(bpy.types.Operator):
         self._stop(context)
         if self._job is not None:
             self._job.abort()
+            self._job = None
 
     # -- helpers ---------------------------------------------------------------------------------
     def _stop(self, context: bpy.types.Context) -> None:
         if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
+            try:
+                context.window_manager.event_timer_remove(self._timer)
+            finally:
+                self._timer = None
+
+    def _end(self, context: bpy.types.Context, err: BaseException | None) -> set[str]:
+        """Ends the UI path after a failure or cancel: no timer, no backend, a message with the log."""
+        job, self._job = self._job, None
+        try:
+            self._stop(context)
+        finally:
+            if job is not None:
+                job.abort()  # kills and reaps the backend (a no-op when it has ended)
+        log_path = getattr(err, "log_path", None) or (str(job.log_path) if job is not None else "")
+        if isinstance(err, OccNetCancelled):
+            self.report({"WARNING"}, str(err))
+            _set_status(context, str(err), is_error=False, job=job, log_path=log_path)
+        elif isinstance(err, OccNetError):
+            self.report({"ERROR"}, str(err))
+            _set_status(context, _first_line(str(err)), is_error=True, job=job, log_path=log_path)
+        elif err is not None:
+            self._internal_error(context, err, job=job)
+        ui.redraw_sidebars(context)
+        return {"CANCELLED"}
 
     def _done(self, context: bpy.types.Context, job: "jobs.Job", objects: list[bpy.types.Object]) -> set[str]:
         state = job.state
-        iou = f", training IoU {state.iou:.3f}" if state.iou is not None else ""
-        names = ", ".join(ob.name for ob in objects)
-        message = f"Reconstructed {names} ({state.step} steps on {state.device or '?'}{iou})"
+        evaluation = state.evaluation_line([s.shape_id for s in job.shapes])
+        names = ", ".join(f"'{ob.name}'" for ob in objects)
+        message = f"Reconstructed {names}: {evaluation or 'no evaluation'} ({state.step} steps on {state.device or '?'})"
         self.report({"INFO"}, message)
         _set_status(context, message, is_error=False, job=job)
-        _redraw_panels(context)
+        ui.redraw_sidebars(context)
         return {"FINISHED"}
 
-    def _internal_error(self, context: bpy.types.Context, err: BaseException) -> set[str]:
-        traceback.print_exc()  # to the console, for a bug report; the user gets one line
-        message = f"OccNet internal error ({type(err).__name__}: {err}). Details are in the system console."
+    def _internal_error(self, context: bpy.types.Context, err: BaseException, job: "jobs.Job | None" = None) -> set[str]:
+        traceback.print_exception(err)  # to the console, for a bug report; the user gets one line
+        log = f" Backend log: {job.log_path}." if job is not None else ""
+        message = f"OccNet internal error ({type(err).__name__}: {err}). Details are in the system console.{log}"
         self.report({"ERROR"}, message)
-        _set_status(context, message, is_error=True)
+        _set_status(context, message, is_error=True, job=job)
         return {"CANCELLED"}
 
 
@@ -204,7 +222,7 @@ class OCCNET_OT_cancel(bpy.types.Operator):
             forced = job.cancelling
             job.cancel()
             self.report({"INFO"}, "Killing the backend" if forced else "Cancelling: the backend finishes its step")
-        _redraw_panels(context)
+        ui.redraw_sidebars(context)
         return {"FINISHED"}
 
 
@@ -219,8 +237,7 @@ class OCCNET_OT_check_backend(bpy.types.Operator):
         backend.forget_detected()
         try:
             python, origin = backend.resolve_python(prefs.python_path, prefs.work_dir or None, check=False)
-            ok, message = backend.summarize_check(backend.check_backend(python))
-            message = f"{message} (interpreter from {origin})"
+            ok, message = backend.summarize_check(backend.check_backend(python), origin)
         except OccNetError as err:
             ok, message = False, str(err)
         struct = preferences.prefs_struct(context)
@@ -251,6 +268,25 @@ class OCCNET_OT_open_job_folder(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class OCCNET_OT_clean_job_folders(bpy.types.Operator):
+    """Delete the job folders (exports, checkpoints, logs) that no result in this file needs.
+    Results in other .blend files whose folders go lose their live sliders (their meshes stay)"""
+
+    bl_idname = "occnet.clean_job_folders"
+    bl_label = "Clean Up Job Folders"
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        return context.window_manager.invoke_confirm(self, event)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        prefs = preferences.get_prefs(context)
+        root = Path(bpy.path.abspath(prefs.work_dir)) if prefs.work_dir else jobs.default_work_dir()
+        count, freed = jobs.clean_job_folders(root)
+        self.report({"INFO"}, f"Deleted {count} job folder(s) in {root}, {freed / 1e6:.1f} MB freed; "
+                              f"kept {len(jobs.job_folders(root))} (in use by this file or running).")
+        return {"FINISHED"}
+
+
 class OCCNET_OT_live_update(bpy.types.Operator):
     """Re-extract the active result's surface with its slider settings (sets the sliders up first if needed)"""
 
@@ -276,7 +312,7 @@ class OCCNET_OT_live_update(bpy.types.Operator):
 
 
 classes = (OCCNET_OT_reconstruct, OCCNET_OT_cancel, OCCNET_OT_check_backend, OCCNET_OT_open_job_folder,
-           OCCNET_OT_live_update)
+           OCCNET_OT_clean_job_folders, OCCNET_OT_live_update)
 
 
 def register() -> None:

@@ -1,11 +1,17 @@
-"""The sidebar panel (3D Viewport > N > OccNet): selection, settings, Reconstruct, progress, Cancel,
-and the active result's live sliders."""
+"""The sidebar panels (3D Viewport > N > OccNet).
+
+Order, top to bottom: the main panel (selection, Reconstruct, progress, Cancel, the last
+outcome), the selected result's Live Surface sliders (right under it, so they are never below
+the fold after a run), the settings of the *next* reconstruction, and the backend. Two sets of
+Resolution/Threshold exist on purpose (the next run's, and the selected result's live ones): the
+panel titles and group labels say which is which.
+"""
 
 from __future__ import annotations
 
 import bpy
 
-from . import backend, export, jobs, live, preferences
+from . import backend, export, jobs, live, preferences, results, ui
 
 MAX_LISTED = 6
 
@@ -30,19 +36,20 @@ class OCCNET_PT_main(bpy.types.Panel):
         status = getattr(context.window_manager, "occnet_status", None)
         if job is None and status is not None and status.message:
             box = layout.box()
-            icon = "ERROR" if status.is_error else "INFO"
-            for i, line in enumerate(preferences.wrap(status.message, 40)):
-                box.label(text=line, icon=icon if i == 0 else "BLANK1")
+            ui.draw_message(box, context, status.message, icon="ERROR" if status.is_error else "INFO")
             if status.job_dir or status.log_path:
                 box.operator("occnet.open_job_folder", icon="FILEBROWSER")
 
     def _draw_selection(self, layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
         selected = list(context.selected_objects)
-        usable = [ob for ob in selected if ob.type in export.GEOMETRY_TYPES]
+        usable = export.usable_sources(selected)
         col = layout.column(align=True)
         if not usable:
-            col.label(text="Select mesh objects to reconstruct", icon="INFO")
+            text = ("Selected: OccNet results only; select their sources to reconstruct again"
+                    if any(results.is_result_object(ob) for ob in selected) else "Select mesh objects to reconstruct")
+            ui.draw_message(col, context, text, icon="INFO")
             return
+        col.label(text="Sources:")
         for ob in usable[:MAX_LISTED]:
             faces = f"{len(ob.data.polygons):,} faces" if ob.type == "MESH" else ob.type.lower()
             col.label(text=f"{ob.name}  ({faces})", icon="OUTLINER_OB_MESH" if ob.type == "MESH" else "OBJECT_DATA")
@@ -50,7 +57,7 @@ class OCCNET_PT_main(bpy.types.Panel):
             col.label(text=f"... and {len(usable) - MAX_LISTED} more")
         skipped = len(selected) - len(usable)
         if skipped:
-            col.label(text=f"{skipped} non-mesh object(s) will be skipped", icon="ERROR")
+            col.label(text=f"{skipped} other selected object(s) will be skipped", icon="ERROR")
         if len(usable) > 1 and getattr(context.scene, "occnet", None) is not None:
             layout.prop(context.scene.occnet, "mode", expand=True)
 
@@ -59,12 +66,11 @@ class OCCNET_PT_main(bpy.types.Panel):
         col = layout.column(align=True)
         names = ", ".join(s.shape_id for s in job.shapes)
         col.label(text=f"Reconstructing {names}", icon="MOD_REMESH")
-        if state.total:
-            text = f"Step {state.step} / {state.total}" if state.phase == "training" else state.phase.capitalize()
-            col.progress(factor=state.fraction, type="BAR", text=text)
+        col.progress(factor=state.fraction if state.phase == "training" else (1.0 if state.phase in ("extracting", "done") else 0.0),
+                     type="BAR", text=state.phase_text)
         grid = layout.grid_flow(columns=2, even_columns=True, align=True)
         grid.label(text=f"Loss: {state.loss:.4f}" if state.loss is not None else "Loss: -")
-        grid.label(text=f"IoU: {state.iou:.3f}" if state.iou is not None else "IoU: -")
+        grid.label(text=f"Batch IoU: {state.iou:.3f}" if state.iou is not None else "Batch IoU: -")
         grid.label(text=f"ETA: {backend.format_seconds(state.eta_s)}" if state.eta_s is not None else "ETA: -")
         grid.label(text=f"Device: {state.device or '...'}")
         row = layout.row()
@@ -72,48 +78,13 @@ class OCCNET_PT_main(bpy.types.Panel):
         if job.cancelling:
             row.operator("occnet.cancel", text="Cancelling... (press to kill)", icon="CANCEL")
         else:
-            row.operator("occnet.cancel", text="Cancel", icon="CANCEL")
-
-
-class OCCNET_PT_settings(bpy.types.Panel):
-    bl_label = "Settings"
-    bl_idname = "OCCNET_PT_settings"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "OccNet"
-    bl_parent_id = "OCCNET_PT_main"
-
-    def draw(self, context: bpy.types.Context) -> None:
-        props = getattr(context.scene, "occnet", None)
-        if props is None:
-            return
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
-        layout.enabled = jobs.active_job() is None
-        col = layout.column(heading="Training", align=True)
-        col.prop(props, "steps")
-        col.prop(props, "points")
-        col = layout.column(heading="Network", align=True)
-        col.prop(props, "width")
-        col.prop(props, "depth")
-        row = layout.row(heading="Fourier", align=True)
-        row.prop(props, "use_fourier", text="")
-        sub = row.row(align=True)
-        sub.active = props.use_fourier
-        sub.prop(props, "fourier_frequencies", text="Frequencies")
-        col = layout.column(heading="Surface", align=True)
-        col.prop(props, "resolution")
-        col.prop(props, "threshold")
-        prefs = preferences.prefs_struct(context)
-        if prefs is not None:
-            layout.prop(prefs, "device")
+            row.operator("occnet.cancel", text="Cancel (Esc)", icon="CANCEL")
 
 
 class OCCNET_PT_live(bpy.types.Panel):
-    """Live sliders of the active result: resolution, threshold, shape weights and A <-> B morph."""
+    """Live sliders of the selected result: resolution, threshold, shape weights and A <-> B morph."""
 
-    bl_label = "Live Surface"
+    bl_label = "Selected Result: Live Surface"
     bl_idname = "OCCNET_PT_live"
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
@@ -146,19 +117,60 @@ class OCCNET_PT_live(bpy.types.Panel):
             row.prop(props, "morph_b", text="")
             box.prop(props, "morph", slider=True)
             sub = box.column(align=True)
-            sub.label(text="Shape Weights")
+            sub.label(text="Shape Weights (they sum to 1)")
             for item in props.weights:
                 sub.prop(item, "value", text=item.name, slider=True)
+            blend = live.blend_description(ob)
+            if blend:
+                ui.draw_message(box, context, blend, icon="INFO")
         st = live.status(ob)
         if st.state in ("pending", "updating"):
             layout.label(text=st.message or "Updating...", icon="SORTTIME")
         elif st.state == "error":
-            box = layout.box()
-            for i, line in enumerate(preferences.wrap(st.message, 40)[:8]):
-                box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
+            ui.draw_message(layout.box(), context, st.message, icon="ERROR", max_lines=8)
         elif st.state == "ok":
             layout.label(text=st.message, icon="CHECKMARK")
         layout.operator("occnet.live_update", icon="FILE_REFRESH")
+
+
+class OCCNET_PT_settings(bpy.types.Panel):
+    bl_label = "Next Reconstruction: Settings"
+    bl_idname = "OCCNET_PT_settings"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "OccNet"
+    bl_parent_id = "OCCNET_PT_main"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        props = getattr(context.scene, "occnet", None)
+        if props is None:
+            return
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.enabled = jobs.active_job() is None
+        # column(heading=...) shows its heading only beside a checkbox row: plain labels instead
+        layout.label(text="Training", icon="PLAY")
+        col = layout.column(align=True)
+        col.prop(props, "steps")
+        col.prop(props, "points")
+        layout.label(text="Network", icon="NETWORK_DRIVE")
+        col = layout.column(align=True)
+        col.prop(props, "width")
+        col.prop(props, "depth")
+        col.prop(props, "use_fourier")
+        sub = col.column(align=True)
+        sub.active = props.use_fourier
+        sub.prop(props, "fourier_frequencies")
+        layout.label(text="Surface of the new result", icon="MESH_ICOSPHERE")
+        col = layout.column(align=True)
+        col.prop(props, "resolution")
+        col.prop(props, "threshold")
+        layout.label(text="After the run", icon="HIDE_OFF")
+        layout.prop(props, "hide_sources")
+        prefs = preferences.prefs_struct(context)
+        if prefs is not None:
+            layout.prop(prefs, "device")
 
 
 class OCCNET_PT_backend(bpy.types.Panel):
@@ -180,12 +192,11 @@ class OCCNET_PT_backend(bpy.types.Panel):
             layout.prop(prefs, "work_dir", text="Work Folder")
         layout.operator("occnet.check_backend", icon="CHECKMARK")
         if prefs is not None and prefs.check_result:
-            box = layout.box()
-            for line in preferences.wrap(prefs.check_result, 40):
-                box.label(text=line)
+            ui.draw_message(layout.box(), context, prefs.check_result)
+        layout.operator("occnet.clean_job_folders", icon="TRASH")
 
 
-classes = (OCCNET_PT_main, OCCNET_PT_settings, OCCNET_PT_live, OCCNET_PT_backend)
+classes = (OCCNET_PT_main, OCCNET_PT_live, OCCNET_PT_settings, OCCNET_PT_backend)
 
 
 def register() -> None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import bpy
 from bpy.props import EnumProperty, StringProperty
 
+from . import ui
+
 ADDON_ID = __package__  # "blender_addon" from source, "bl_ext.<repo>.occnet" as an extension
 
 DEVICE_ITEMS = [
@@ -45,9 +47,7 @@ def draw_preferences(layout: bpy.types.UILayout, prefs: "OCCNET_AP_preferences")
     layout.prop(prefs, "device")
     layout.operator("occnet.check_backend", icon="CHECKMARK")
     if prefs.check_result:
-        box = layout.box()
-        for line in wrap(prefs.check_result, 100):
-            box.label(text=line)
+        ui.draw_message(layout.box(), bpy.context, prefs.check_result)
 
 
 @dataclass
@@ -73,21 +73,6 @@ def prefs_struct(context: bpy.types.Context | None = None) -> "OCCNET_AP_prefere
     context = context or bpy.context
     addon = context.preferences.addons.get(ADDON_ID)
     return getattr(addon, "preferences", None)
-
-
-def wrap(text: str, width: int) -> list[str]:
-    """Splits a message into label-sized lines (Blender labels do not wrap)."""
-    lines: list[str] = []
-    for paragraph in text.splitlines() or [""]:
-        words, line = paragraph.split(" "), ""
-        for word in words:
-            if line and len(line) + 1 + len(word) > width:
-                lines.append(line)
-                line = word
-            else:
-                line = f"{line} {word}" if line else word
-        lines.append(line)
-    return lines
 
 
 classes = (OCCNET_AP_preferences,)

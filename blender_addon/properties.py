@@ -63,6 +63,12 @@ class OCCNET_PG_settings(bpy.types.PropertyGroup):
         default=_DEFAULTS.threshold, min=0.01, max=0.99, step=1, precision=2,
     )
 
+    hide_sources: BoolProperty(
+        name="Hide Sources",
+        description="Hide the source objects when their reconstructions arrive (Alt+H or Ctrl+Z shows them again)",
+        default=True,
+    )
+
 
 class OCCNET_PG_status(bpy.types.PropertyGroup):
     """The last job's outcome for the panel: ``window_manager.occnet_status`` (not saved)."""

@@ -2,7 +2,10 @@
 
 Meshes are built with ``foreach_set`` (0.29 s for 160k vertices vs 0.47 s with from_pydata).
 The backend writes results in the sources' own world coordinates (its normalisation already
-undone), so objects get an identity matrix and land exactly over their sources.
+undone). Each object's origin is put at its (first) source's origin, with the mesh shifted to
+match, so it lands exactly over its source and rotates and scales about the same pivot. The
+offset is stored (``occnet_origin``): live re-extractions, which come in world coordinates of
+the run, are shifted by it too, so a result the user has moved keeps its place.
 
 Each result object keeps a small store in custom properties (``occnet_*``): which sources it
 came from, its shape id, the checkpoint, the job folder and the model's shape list. Re-running
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 
 import bpy
 import numpy as np
+from mathutils import Matrix
 
 from . import plyio
 from .errors import OccNetError
@@ -27,6 +31,8 @@ PROP_SHAPE_IDS = "occnet_shape_ids"
 PROP_CHECKPOINT = "occnet_checkpoint"
 PROP_JOB = "occnet_job"
 PROP_SETTINGS = "occnet_settings"
+PROP_ORIGIN = "occnet_origin"
+PROP_METRICS = "occnet_metrics"
 
 
 @dataclass
@@ -40,6 +46,48 @@ class ResultSpec:
     job_dir: str = ""
     shape_ids: list[str] = field(default_factory=list)  # every shape in the model, code order
     settings: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)  # the backend's evaluation of this shape
+
+
+def is_result_object(ob) -> bool:
+    """An object this add-on made (it remembers its sources), live sliders or not."""
+    try:
+        return ob is not None and ob.get(PROP_SOURCES) is not None
+    except (ReferenceError, TypeError):
+        return False
+
+
+def source_origin(sources: list[str]) -> tuple[float, float, float]:
+    """The world position of the first source's origin (the world origin when it is gone)."""
+    ob = bpy.data.objects.get(sources[0]) if sources else None
+    if ob is None:
+        return (0.0, 0.0, 0.0)
+    return tuple(float(x) for x in ob.matrix_world.translation)
+
+
+def present(context: bpy.types.Context, objects: list[bpy.types.Object]) -> None:
+    """After a Reconstruct: the results become the selection (the active one shows the Live
+    Surface sliders) and, when the scene says so, their sources are hidden (no z-fighting).
+    Both are ordinary view-layer state, so Ctrl-Z and Alt-H undo them."""
+    view_layer = context.view_layer
+    if not objects or view_layer is None:
+        return
+    settings = getattr(context.scene, "occnet", None)
+    hide = bool(getattr(settings, "hide_sources", True))
+    view_layer.update()  # objects just removed (a replaced result) must leave the view layer first
+    for ob in view_layer.objects:
+        if ob is not None:
+            ob.select_set(False)
+    for ob in objects:
+        if hide:
+            for name in ob.get(PROP_SOURCES) or []:
+                source = bpy.data.objects.get(str(name))
+                if source is not None and source.name in view_layer.objects:
+                    source.hide_set(True)
+        if ob.name in view_layer.objects:
+            ob.select_set(True)
+    if objects[0].name in view_layer.objects:
+        view_layer.objects.active = objects[0]
 
 
 def result_name(sources: list[str]) -> str:
@@ -91,7 +139,7 @@ def remove_object_and_mesh(ob: bpy.types.Object) -> None:
 
 
 def replace_mesh(ob: bpy.types.Object, vertices: np.ndarray, faces: np.ndarray) -> bpy.types.Mesh:
-    """Gives ``ob`` a new mesh built from the arrays (the live sliders' swap).
+    """Gives ``ob`` a new mesh built from world-space arrays of its run (the live sliders' swap).
 
     A new datablock rather than an edit in place: clearing and refilling a mesh that the viewport
     may be drawing is not safe, and building one with foreach_set is as fast. The new mesh takes
@@ -99,7 +147,8 @@ def replace_mesh(ob: bpy.types.Object, vertices: np.ndarray, faces: np.ndarray) 
     """
     old = ob.data
     name = old.name
-    mesh = mesh_from_arrays(name, vertices, faces)
+    origin = np.asarray(ob.get(PROP_ORIGIN) or (0.0, 0.0, 0.0), dtype=np.float64)
+    mesh = mesh_from_arrays(name, np.asarray(vertices, dtype=np.float64) - origin, faces)
     for material in old.materials:
         mesh.materials.append(material)
     ob.data = mesh
@@ -142,7 +191,11 @@ def import_results(scene: bpy.types.Scene, specs: list[ResultSpec]) -> list[bpy.
         for old in previous_results(spec.sources):
             remove_object_and_mesh(old)
         name = result_name(spec.sources)
-        ob = bpy.data.objects.new(name, mesh_from_arrays(name, vertices, faces))
+        origin = source_origin(spec.sources)
+        ob = bpy.data.objects.new(name, mesh_from_arrays(name, vertices.astype(np.float64) - origin, faces))
+        ob.matrix_world = Matrix.Translation(origin)  # location and the matrix at once (no depsgraph update needed)
+        ob[PROP_ORIGIN] = list(origin)
+        ob[PROP_METRICS] = json.dumps(spec.metrics)
         ob[PROP_SOURCES] = list(spec.sources)
         ob[PROP_SHAPE_ID] = spec.shape_id
         ob[PROP_SHAPE_IDS] = list(spec.shape_ids) or [spec.shape_id]

@@ -83,6 +83,31 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
+class _EtaAfterTraining:
+    """The trainer's events, with each progress ETA extended by what `fit` does after training
+    (extraction, evaluation, pictures), so that the add-on's ETA is the time to the result.
+
+    The estimate is measured, not exact: evaluations MISE needs at a resolution (~100k at 128³,
+    growing ~res^1.7), network inference at ~1.5x the training rate in points/s, and about 1.5 s per
+    shape of metrics and slice pictures (2 CPU cores; BENCHMARKS.md)."""
+
+    def __init__(self, events: EventWriter, num_shapes: int, resolution: int):
+        self.events, self.num_shapes, self.resolution = events, num_shapes, resolution
+
+    @property
+    def enabled(self) -> bool:
+        return self.events.enabled
+
+    def after_training_s(self, points_per_s: float) -> float:
+        evaluations = 100_000 * (self.resolution / 128) ** 1.7
+        return self.num_shapes * (evaluations / (1.5 * max(points_per_s, 1.0)) + 1.5) + 0.5
+
+    def emit(self, event: str, **fields) -> None:
+        if event == "progress" and fields.get("eta_s") is not None and fields.get("points_per_s"):
+            fields["eta_s"] = fields["eta_s"] + self.after_training_s(float(fields["points_per_s"]))
+        self.events.emit(event, **fields)
+
+
 def build_model(num_shapes: int, s: FitSettings) -> torch.nn.Module:
     from occnet_backend.models import OccupancyNetwork
 
@@ -142,8 +167,8 @@ def fit_meshes(
                         generator=torch.Generator().manual_seed(s.seed))
     model = build_model(len(shape_ids), s)
     # SIGINT (the add-on's Cancel) and SIGTERM finish the current step; fit then saves and stops
-    trainer = OccupancyTrainer(model, loader, device=device, lr=s.lr, amp=s.amp, events=events,
-                               handle_signals=True)
+    trainer = OccupancyTrainer(model, loader, device=device, lr=s.lr, amp=s.amp,
+                               events=_EtaAfterTraining(events, len(shape_ids), s.resolution), handle_signals=True)
     history = trainer.train(max_steps=s.steps)
     status = trainer.status
     timings["train_s"] = time.perf_counter() - start

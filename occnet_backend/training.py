@@ -179,6 +179,9 @@ def _preserved_rng() -> Iterator[None]:
         restore_rng_state(state)
 
 
+PROGRESS_INTERVAL_S = 1.0
+
+
 class OccupancyTrainer:
     """Trains `model` on batches from `train_dataloader`.
 
@@ -655,6 +658,7 @@ class OccupancyTrainer:
         self._stop_requested = False
         self.status = "running"
         start = time.perf_counter()
+        self._progress_at = start
         start_step = self.step
         points_seen, train_seconds = 0.0, 0.0
 
@@ -745,7 +749,10 @@ class OccupancyTrainer:
         record = self.history[-1]
         elapsed = time.perf_counter() - start
         record["seconds"] = elapsed
-        if self.step % self.progress_every == 0 or self.step == total:
+        now = time.perf_counter()
+        # every progress_every steps, and at least every PROGRESS_INTERVAL_S on a slow machine
+        if self.step % self.progress_every == 0 or self.step == total or now - self._progress_at >= PROGRESS_INTERVAL_S:
+            self._progress_at = now
             rate = points_seen * self.dist.world_size / max(train_seconds, 1e-9)
             done_here = self.step - start_step
             eta = (total - self.step) * elapsed / done_here if total and done_here else None

@@ -227,16 +227,22 @@ def test_check_backend_reports_torch_and_device():
     assert ok, message
     import torch
 
-    assert f"torch {torch.__version__}" in message and "device auto = " in message
+    lines = message.splitlines()
+    assert lines[0] == "Backend ready."
+    assert f"torch {torch.__version__}" in message and "device for Auto: CPU" in message
     assert Path(report["backend_path"]).resolve().parent.parent == backend.backend_root()
 
 
 def test_check_backend_names_every_missing_module(python_without_torch):
     ok, message = backend.summarize_check(backend.check_backend(python_without_torch))
     assert not ok
-    for module in ("torch", "trimesh", "skimage", "igl"):
-        assert f"{module}: ModuleNotFoundError" in message
+    lines = message.splitlines()
+    assert lines[0] == "Backend not ready." and python_without_torch in lines[1]
+    missing = next(line for line in lines if line.startswith("Missing: "))
+    for module in ("torch", "trimesh", "skimage", "igl", "tqdm", "matplotlib"):
+        assert module in missing.split(". Fix:")[0]
     assert "-m pip install torch" in message and "scikit-image" in message and "libigl" in message
+    assert "ModuleNotFoundError" not in message  # the verdict and the fix, not the traceback words
 
 
 def test_probe_reports_a_broken_interpreter(tmp_path):

@@ -111,15 +111,18 @@ def test_import_creates_objects_and_rerun_replaces_without_orphans(blender, tmp_
     assert ob.name == "Suzanne OccNet" and ob.type == "MESH"
     assert [c.name for c in ob.users_collection] == [results.COLLECTION_NAME]
     assert bpy.context.scene.collection.children.get(results.COLLECTION_NAME) is not None
-    assert np.allclose(np.array(ob.matrix_world), np.eye(4))
+    # the result's origin is its source's origin (same pivot), with no rotation or scale
+    assert np.allclose(np.array(ob.matrix_world)[:3, :3], np.eye(3))
+    assert tuple(ob.location) == pytest.approx((0, 0, 2)) and list(ob["occnet_origin"]) == pytest.approx([0, 0, 2])
     assert len(ob.data.vertices) == 507 and len(ob.data.polygons) == 968
     assert all(p.use_smooth for p in ob.data.polygons)
     assert ob["occnet_sources"] == ["Suzanne"] and ob["occnet_checkpoint"] == "/x/model.pt"
     assert list(ob["occnet_shape_ids"]) == ["Suzanne"] and ob["occnet_job"] == "/x"
-    # The imported surface lies exactly where the source is (both in world space).
+    # The imported surface lies exactly where the source is (in world space), about the source's origin.
     co = np.empty(len(ob.data.vertices) * 3, dtype=np.float32)
     ob.data.vertices.foreach_get("co", co)
-    assert co.reshape(-1, 3)[:, 2].mean() == pytest.approx(2.0, abs=0.2)
+    assert (co.reshape(-1, 3)[:, 2] + ob.location.z).mean() == pytest.approx(2.0, abs=0.2)
+    assert co.reshape(-1, 3)[:, 2].mean() == pytest.approx(0.0, abs=0.2)
 
     meshes_before = len(bpy.data.meshes)
     for _ in range(3):
@@ -154,11 +157,15 @@ def _assert_fails_cleanly(tmp_path: Path, pattern: str, **api_kwargs) -> None:
     with pytest.raises(OccNetError, match=pattern):
         api.reconstruct(steps=2, **api_kwargs)
     assert snapshot() == before
-    with pytest.raises(RuntimeError, match=pattern):  # bpy.ops turns an ERROR report into RuntimeError
+    # a selection that cannot work greys the button out (poll), its message the tooltip; a later
+    # failure is an ERROR report, which bpy.ops turns into RuntimeError, and the panel's status
+    refused_by_poll = not bpy.ops.occnet.reconstruct.poll()
+    with pytest.raises(RuntimeError, match=pattern):
         bpy.ops.occnet.reconstruct("EXEC_DEFAULT")
     assert snapshot() == before
     status = bpy.context.window_manager.occnet_status
-    assert status.is_error and re.search(pattern, status.message)
+    if not refused_by_poll:
+        assert status.is_error and re.search(pattern, status.message)
     _no_jobs_left(tmp_path)
 
 
@@ -221,7 +228,9 @@ def test_mixed_selection_skips_non_meshes(blender, tmp_path):
 
 def test_panel_and_operators_are_registered(blender):
     assert hasattr(bpy.types, "OCCNET_PT_main") and hasattr(bpy.types, "OCCNET_PT_backend")
-    assert bpy.ops.occnet.reconstruct.poll() and not bpy.ops.occnet.cancel.poll()
+    assert not bpy.ops.occnet.reconstruct.poll() and not bpy.ops.occnet.cancel.poll()  # nothing selected
+    bpy.ops.mesh.primitive_cube_add()
+    assert bpy.ops.occnet.reconstruct.poll()
     scene = bpy.context.scene
     assert scene.occnet.steps == backend.FitSettings().steps
     assert math.isclose(scene.occnet.threshold, 0.5)

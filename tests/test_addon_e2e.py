@@ -128,10 +128,16 @@ def test_operator_reconstructs_suzanne(blender, tmp_path):
     record = json.loads((job_dir / "job.json").read_text())
     assert record["argv"][1:4] == ["-m", "occnet_backend", "fit"] and record["settings"]["steps"] == TINY["steps"]
     status = bpy.context.window_manager.occnet_status
-    assert not status.is_error and status.message.startswith("Reconstructed Suzanne OccNet")
+    assert not status.is_error and status.message.startswith("Reconstructed 'Suzanne OccNet': IoU 0.")
+    assert "watertight" in status.message and "Chamfer-L1" in status.message  # the evaluation, not the batch
     assert backend.live_processes() == []
+    # the result is the selection, its source hidden (no z-fighting), its origin the source's
+    assert bpy.context.view_layer.objects.active == result and result.select_get() and source.hide_get()
+    assert tuple(result.location) == pytest.approx(tuple(source.matrix_world.translation))
 
     # Re-running replaces the result: same name, no orphan mesh.
+    source.hide_set(False)
+    select(source)
     meshes = len(bpy.data.meshes)
     assert bpy.ops.occnet.reconstruct("EXEC_DEFAULT") == {"FINISHED"}
     assert len(bpy.data.meshes) == meshes
