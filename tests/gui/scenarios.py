@@ -316,7 +316,7 @@ def _inject(point: str, make_patch):
     check(not fit_pids(), f"{point}: a backend is still tracked")
     check(scene_state() == before, f"{point}: the scene changed")
     check(reconstruct_usable(), f"{point}: Reconstruct is not usable afterwards")
-    # the modal's timer is gone: no TIMER-driven poll happens any more (a new run works)
+    shot(f"failure_in_{point}")
     log(f"failure in {point}: {st.message[:100]}")
 
 
