@@ -17,6 +17,7 @@ _EXPORTS = {
     "OccupancyTrainer": "occnet_backend.training",
     "create_trainer_from_config": "occnet_backend.config",
     "FocalLoss": "occnet_backend.losses",
+    "BalancedFocalLoss": "occnet_backend.losses",
     "load_model": "occnet_backend.checkpoints",
     "SyntheticOccupancyDataset": "occnet_backend.synthetic",
     "OccupancyDataset": "occnet_backend.dataset",

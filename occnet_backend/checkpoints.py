@@ -195,3 +195,20 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     )
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+
+
+def data_fingerprint(kind: str, parts: object) -> str:
+    """A short content hash of what a dataset holds (for `identity()`: resume refuses other data)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps([kind, parts], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def describe_data(identity: dict | None) -> str:
+    """'the mesh dataset at /data (split train, 12 shapes)' for messages."""
+    if not identity:
+        return "an unrecorded dataset"
+    where = f" at {identity['root']}" if identity.get("root") else ""
+    split = f"split {identity['split']}, " if identity.get("split") else ""
+    return f"the {identity.get('type')} dataset{where} ({split}{identity.get('size')} shapes)"

@@ -189,8 +189,6 @@ def _datasets(section: dict, model_section: dict, seed: int, data_root: str | No
         from occnet_backend.synthetic import SyntheticOccupancyDataset
 
         values = _constructor_kwargs("dataset", values, SyntheticOccupancyDataset.__init__)
-        if "shapes" in values and isinstance(values["shapes"], str):
-            values["shapes"] = [values["shapes"]]
         try:
             train = SyntheticOccupancyDataset(**values)
             val = SyntheticOccupancyDataset(**values) if section["validation"] else None
@@ -327,11 +325,17 @@ def create_trainer_from_config(
         sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=d["shuffle"],
                                      seed=t["seed"], drop_last=True)
         batch_size = max(1, min(batch_size, len(train_set) // info.world_size))
-    train_loader = DataLoader(
-        train_set, batch_size=batch_size, shuffle=d["shuffle"] if sampler is None else False, sampler=sampler,
-        num_workers=d["num_workers"], drop_last=True, generator=generator,
-        pin_memory=resolved_device.type == "cuda", persistent_workers=d["num_workers"] > 0,
-    )
+    loader_options = dict(num_workers=d["num_workers"], generator=generator, pin_memory=resolved_device.type == "cuda",
+                          persistent_workers=d["num_workers"] > 0)
+    if len(getattr(train_set, "scales", ())) > 1 and not info.enabled:
+        # multi-scale training: a new sample size for every batch (the dataset alone changes it per epoch)
+        from occnet_backend.dataset import MultiscaleBatchSampler
+
+        batches = MultiscaleBatchSampler(train_set, batch_size, shuffle=d["shuffle"], drop_last=True, seed=t["seed"])
+        train_loader = DataLoader(train_set, batch_sampler=batches, **loader_options)
+    else:
+        train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=d["shuffle"] if sampler is None else False,
+                                  sampler=sampler, drop_last=True, **loader_options)
     val_loader = None
     if val_set is not None:
         val_loader = DataLoader(val_set, batch_size=min(d["batch_size"], len(val_set)), shuffle=False,

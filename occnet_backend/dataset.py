@@ -107,7 +107,7 @@ class OccupancyDataset(Dataset):
 
     def __init__(
         self,
-        data_root: str | os.PathLike,
+        data_root: str | os.PathLike | None = None,
         split: str = "train",
         num_points: int | Sequence[int] = 100_000,
         surface_sampling: float = 0.5,
@@ -118,6 +118,13 @@ class OccupancyDataset(Dataset):
         up_axis: str = "z",
         preload: bool = False,
     ):
+        if data_root is None:
+            raise DatasetError(
+                "OccupancyDataset needs data_root='path/to/data': a dataset folder with meshes/<id>.obj and "
+                "train.json / val.json / test.json (`python -m occnet_backend prepare MESHES... --out path/to/data` "
+                "writes one), e.g. OccupancyDataset(data_root='data', num_points=[50000, 100000, 200000], "
+                "multiscale_training=True)"
+            )
         if isinstance(num_points, (int, np.integer)):
             scales = [int(num_points)]
         else:
@@ -154,6 +161,15 @@ class OccupancyDataset(Dataset):
             log.info("built samples for %d shapes of %s", len(rebuilt), split)
         self._preloaded = [load_samples(self.data_root, s) for s in self.shape_ids] if preload else None
         self._warned_small = False
+
+    def identity(self) -> dict:
+        """What this dataset is, for checkpoints: resume refuses a different one."""
+        from occnet_backend.checkpoints import data_fingerprint
+        from occnet_backend.datafolder import _read_meta, cache_path
+
+        hashes = [(sid, (_read_meta(cache_path(self.data_root, sid)) or {}).get("sha256")) for sid in self.shape_ids]
+        return {"type": "mesh", "root": os.path.abspath(self.data_root), "split": self.split, "size": len(self),
+                "shape_ids": list(self.shape_ids), "fingerprint": data_fingerprint("mesh", hashes)}
 
     # -- epochs and scales -------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:

@@ -219,6 +219,7 @@ def fit_meshes(
     plot_training_curves(history, out_dir / "training_curve.png", title="fit")
     precision = str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "float32"
     summary = {"shapes": per_shape, "timings": timings, "device": str(device), "training_precision": precision,
+               "training_precision_reason": trainer.precision,
                "settings": s.__dict__}
     atomic_write_bytes(out_dir / "metrics.json", json.dumps(jsonable(summary), indent=2).encode())
     return FitResult(shape_ids, mesh_paths, checkpoint, summary, status, history)

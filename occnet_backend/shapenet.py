@@ -142,6 +142,14 @@ class ShapeNetOccupancyDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def identity(self) -> dict:
+        """What this dataset is, for checkpoints: resume refuses a different one."""
+        from occnet_backend.checkpoints import data_fingerprint
+
+        ids = [self.shape_id(i) for i in range(len(self))]
+        return {"type": "shapenet", "root": os.path.abspath(self.root), "split": self.split, "size": len(self),
+                "shape_ids": ids, "fingerprint": data_fingerprint("shapenet", ids)}
+
     def __len__(self) -> int:
         return len(self.models)
 

@@ -17,6 +17,7 @@ from scipy.spatial.transform import Rotation
 from torch.utils.data import Dataset
 
 SHAPES = ("sphere", "box", "cylinder", "cone", "torus", "capsule")
+ALIASES = {"cube": "box"}  # the seed says "sphere, cube, cylinder"
 UNIFORM_BOX = 0.6  # wider than the extraction box [-0.55, 0.55]³, or floaters grow at its border
 
 
@@ -156,9 +157,12 @@ class SyntheticOccupancyDataset(Dataset):
         noise_std: float = 0.02,
         seed: int = 0,
     ):
+        if isinstance(shapes, str):
+            shapes = [shapes]
+        shapes = [ALIASES.get(s, s) for s in shapes]
         unknown = [s for s in shapes if s not in SHAPES]
         if unknown or not shapes:
-            raise ValueError(f"unknown synthetic shapes {unknown}; choose from {SHAPES}")
+            raise ValueError(f"unknown synthetic shapes {unknown}; choose from {SHAPES} (or 'cube' for 'box')")
         if num_samples < 1 or num_points < 1:
             raise ValueError(f"num_samples and num_points must be >= 1, got {num_samples}, {num_points}")
         if surface_sampling < 0 or uniform_sampling < 0 or surface_sampling + uniform_sampling <= 0:
@@ -172,6 +176,14 @@ class SyntheticOccupancyDataset(Dataset):
         self.shapes = [
             random_shape(shapes[i % len(shapes)], np.random.default_rng([seed, i])) for i in range(num_samples)
         ]
+
+    def identity(self) -> dict:
+        """What this dataset is, for checkpoints: resume refuses a different one."""
+        from occnet_backend.checkpoints import data_fingerprint
+
+        shapes = [(shape.kind, sorted(shape.params.items())) for shape in self.shapes]
+        return {"type": "synthetic", "root": None, "split": None, "size": len(self), "shape_ids": None,
+                "fingerprint": data_fingerprint("synthetic", [self.seed, shapes])}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

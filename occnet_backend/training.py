@@ -78,6 +78,19 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
+def describe_precision(amp: bool | str | None, device: torch.device, dtype: torch.dtype | None) -> str:
+    """One line on the training precision and why, for the log and metrics.json: 'auto' silently
+    meaning fp32 on a CPU without native bf16 surprised users."""
+    name = str(dtype).replace("torch.", "") if dtype is not None else "float32"
+    if amp is True or amp == "auto":
+        if device.type == "cuda":
+            return f"{name} (amp '{amp}': fp16 on CUDA)"
+        if dtype is None:
+            return "float32 (amp 'auto' on a CPU without native bf16, where bf16 is slower than fp32)"
+        return f"{name} (amp 'auto': this CPU multiplies bf16 in hardware)"
+    return f"{name} (amp {amp!r})"
+
+
 def resolve_amp(amp: bool | str | None, device: torch.device) -> torch.dtype | None:
     """AMP setting -> autocast dtype (None: off).
 
@@ -143,10 +156,13 @@ class LRSchedule:
 
 
 def loss_function(model: nn.Module):
-    """The model's training loss callable, honouring `model.compute_loss = FocalLoss()` also on
-    models whose nn.Module.__setattr__ filed the assigned module under _modules."""
+    """``(logits, target) -> loss``: the model's training loss, honouring `model.compute_loss =
+    FocalLoss()` (also on models whose nn.Module.__setattr__ filed the assigned module under
+    _modules); a user's loss receives probabilities (see occnet_backend.losses)."""
+    from occnet_backend.losses import training_loss
+
     custom = model.__dict__.get("compute_loss") or model._modules.get("compute_loss")
-    return custom if custom is not None else model.compute_loss
+    return training_loss(custom) if custom is not None else model.compute_loss
 
 
 def batch_logits(model: nn.Module, batch: dict) -> torch.Tensor:
@@ -273,6 +289,7 @@ class OccupancyTrainer:
         self.schedule = LRSchedule(lr_schedule, warmup_steps, None, lr_step_size, lr_gamma, min_lr_ratio)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
         self.amp_dtype = resolve_amp(amp, self.device)
+        self.precision = describe_precision(amp, self.device, self.amp_dtype)
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda"
         )
@@ -456,9 +473,9 @@ class OccupancyTrainer:
 
     def checkpoint_payload(self) -> dict[str, Any]:
         """Everything needed to resume exactly (see occnet_backend.checkpoints for the layout)."""
-        from occnet_backend.checkpoints import TRAIN_FORMAT, capture_rng_state, model_payload
+        from occnet_backend.checkpoints import TRAIN_FORMAT, model_payload
 
-        current = self._gather(capture_rng_state())
+        current = self._gather(self._capture_rng())
         epoch_start = self._gather(self._epoch_rng)
         dataset = getattr(self.train_dataloader, "dataset", None)
         shape_ids = getattr(dataset, "shape_ids", None)
@@ -477,6 +494,7 @@ class OccupancyTrainer:
             "rng": {"current": current, "epoch_start": epoch_start},
             "history": [dict(r) for r in self.history],
             "shape_ids": list(shape_ids) if shape_ids is not None else None,
+            "data": self._data_identity(),
             "world_size": self.dist.world_size,
             "torch_version": str(torch.__version__),
         }
@@ -497,12 +515,31 @@ class OccupancyTrainer:
         log.info("saved %s checkpoint at step %d: %s", kind, self.step, path)
         return Path(path)
 
-    def resume(self, path: str | Path) -> "OccupancyTrainer":
+    def _data_identity(self) -> dict | None:
+        """What the training loader's dataset is (see the datasets' `identity()`), None for a
+        dataset of the user's own that does not say."""
+        identity = getattr(getattr(self.train_dataloader, "dataset", None), "identity", None)
+        return identity() if callable(identity) else None
+
+    def resume(self, path: str | Path, allow_different_data: bool = False) -> "OccupancyTrainer":
         """Load a training checkpoint: weights, optimizer, scheduler, scaler, counters, history and
-        RNG states, so the next `train` call continues exactly where the saved run stopped."""
-        from occnet_backend.checkpoints import TRAIN_FORMAT, load_checkpoint
+        RNG states, so the next `train` call continues exactly where the saved run stopped.
+
+        A checkpoint records what it was trained on; resuming on other data is refused (ValueError
+        naming both) unless ``allow_different_data`` (fine-tuning, deliberately)."""
+        from occnet_backend.checkpoints import TRAIN_FORMAT, describe_data, load_checkpoint
 
         payload = load_checkpoint(path, map_location="cpu")
+        saved = payload.get("data") if isinstance(payload.get("data"), dict) else None
+        current = self._data_identity()
+        if (not allow_different_data and saved and current
+                and (saved.get("type"), saved.get("fingerprint")) != (current.get("type"), current.get("fingerprint"))):
+            hint = f"pass --data {saved['root']}" if saved.get("root") else "use the saved run's dataset settings"
+            raise ValueError(
+                f"{path} was trained on {describe_data(saved)}, but this run trains on {describe_data(current)}; "
+                f"to resume, {hint}. To continue training on this data deliberately, pass --allow-different-data "
+                "(resume(..., allow_different_data=True))"
+            )
         if payload.get("format") != TRAIN_FORMAT:
             raise ValueError(f"{path}: a {payload.get('format')!r} checkpoint holds no training state; "
                              f"resume needs a {TRAIN_FORMAT!r} file (CHECKPOINT_DIR/last.pt)")
@@ -593,21 +630,20 @@ class OccupancyTrainer:
         shuffles from it), so resuming mid-epoch restores that state, re-creates the iterator,
         skips the consumed batches, then restores the RNG state of the moment of the checkpoint.
         """
-        from occnet_backend.checkpoints import capture_rng_state, restore_rng_state
-
         skip = self._batches_in_epoch
         if skip and self._epoch_rng is not None:
-            current = self._pending_rng or capture_rng_state()
-            restore_rng_state(self._epoch_rng)
+            current = self._pending_rng or self._capture_rng()
+            self._restore_rng(self._epoch_rng)
         else:
             skip = 0
             self._batches_in_epoch = 0
             if self._pending_rng is not None:
-                restore_rng_state(self._pending_rng)
+                self._restore_rng(self._pending_rng)
             current = None
-            self._epoch_rng = capture_rng_state()
+            self._epoch_rng = self._capture_rng()
         self._pending_rng = None
-        for holder in (getattr(self.train_dataloader, "dataset", None), getattr(self.train_dataloader, "sampler", None)):
+        loader = self.train_dataloader
+        for holder in (getattr(loader, "dataset", None), getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
             if hasattr(holder, "set_epoch"):
                 holder.set_epoch(self.epoch)
         iterator = iter(self.train_dataloader)
@@ -619,8 +655,27 @@ class OccupancyTrainer:
             except StopIteration:
                 break
         if current is not None:
-            restore_rng_state(current)
+            self._restore_rng(current)
         return iterator, skipped
+
+    def _capture_rng(self) -> dict[str, Any]:
+        """The global RNG states plus the training loader's own generator (it shuffles, and seeds
+        the workers), so that a resume draws exactly the batches the uninterrupted run would."""
+        from occnet_backend.checkpoints import capture_rng_state
+
+        state = capture_rng_state()
+        generator = getattr(self.train_dataloader, "generator", None)
+        if generator is not None:
+            state["loader"] = generator.get_state()
+        return state
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        from occnet_backend.checkpoints import restore_rng_state
+
+        restore_rng_state(state)
+        generator = getattr(self.train_dataloader, "generator", None)
+        if generator is not None and state.get("loader") is not None:
+            generator.set_state(state["loader"].cpu().to(torch.uint8))
 
     def train(self, num_epochs: int | None = None, max_steps: int | None = None) -> list[dict[str, Any]]:
         """Train until `num_epochs` epochs or `max_steps` optimizer steps in total (counting steps
@@ -647,8 +702,8 @@ class OccupancyTrainer:
         n_params = sum(p.numel() for p in self.model.parameters())
         self.events.emit("start", device=str(self.device), parameters=n_params, total_steps=total, step=self.step,
                          world_size=self.dist.world_size)
-        log.info("training on %s (%d process%s), %d parameters, step %d of %s", self.device, self.dist.world_size,
-                 "es" if self.dist.enabled else "", n_params, self.step, total or "?")
+        log.info("training on %s (%d process%s), %d parameters, step %d of %s; precision %s", self.device,
+                 self.dist.world_size, "es" if self.dist.enabled else "", n_params, self.step, total or "?", self.precision)
         self._open_writer()
         show_bar = self.dist.is_main and (self.progress_bar is True or (self.progress_bar == "auto" and sys.stderr.isatty()))
         from tqdm import tqdm
@@ -712,8 +767,9 @@ class OccupancyTrainer:
 
         self._sync_buffers()
         self.status = "cancelled" if self._stop_requested else "ok"
-        if self.status == "ok" and self.val_dataloader is not None and self.val_every is None and self.step > start_step:
-            self._run_validation(self.history[-1] if self.history else {})
+        validated_now = self.val_every is not None and self.step % self.val_every == 0
+        if self.status == "ok" and self.val_dataloader is not None and not validated_now and self.step > start_step:
+            self._run_validation(self.history[-1] if self.history else {})  # every run ends validated
         if self.checkpoint_dir is not None and (self.step > start_step or self.status == "cancelled"):
             self.save_checkpoint(kind="last")
         if self._writer is not None:

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from occnet_backend import FocalLoss, OccupancyNetwork, OccupancyTrainer, load_model
+from occnet_backend.losses import BalancedFocalLoss
 from occnet_backend.checkpoints import load_checkpoint
 from occnet_backend.events import EventWriter
 from occnet_backend import training
@@ -110,9 +111,18 @@ def test_focal_loss_changes_what_is_minimised():
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
     focal = FocalLoss(alpha=0.25, gamma=2.0)(logits, target)
     assert focal < bce
-    assert FocalLoss(alpha=None, gamma=0.0)(logits, target) == pytest.approx(bce.item())
+    assert FocalLoss(alpha=1.0, gamma=0.0)(logits, target) == pytest.approx(bce.item())
+    # the seed's formula: alpha * (1 - p_t)^gamma * BCE, computed here by hand
+    p = torch.sigmoid(logits)
+    p_t = torch.where(target == 1, p, 1 - p)
+    by_hand = (0.25 * (1 - p_t) ** 2 * -torch.log(p_t)).mean()
+    assert focal == pytest.approx(by_hand.item(), rel=1e-5)
     # probabilities, as in the seed's example
-    assert FocalLoss(from_logits=False)(torch.sigmoid(logits), target) == pytest.approx(focal.item(), rel=1e-5)
+    assert FocalLoss(from_logits=False)(p, target) == pytest.approx(focal.item(), rel=1e-5)
+    # the class-balanced variant weighs inside alpha, outside 1 - alpha
+    alpha_t = torch.where(target == 1, 0.25, 0.75)
+    assert BalancedFocalLoss(0.25, 2.0)(logits, target) == pytest.approx(
+        (alpha_t * (1 - p_t) ** 2 * -torch.log(p_t)).mean().item(), rel=1e-5)
 
     plain, focused = make_trainer(), make_trainer()
     focused.model.compute_loss = FocalLoss()
@@ -122,17 +132,29 @@ def test_focal_loss_changes_what_is_minimised():
         FocalLoss(gamma=-1)
 
 
-def test_any_callable_loss_is_used_and_receives_float32_logits():
+def test_a_user_loss_receives_float32_probabilities_and_a_logits_loss_logits():
     seen = []
 
-    def loss(logits, target):
-        seen.append((logits.dtype, logits.shape == target.shape))
-        return (logits - target).pow(2).mean()
+    def loss(pred, target):
+        seen.append((pred.dtype, pred.shape == target.shape, bool(((pred >= 0) & (pred <= 1)).all())))
+        return (pred - target).pow(2).mean()
 
     trainer = make_trainer(amp="bf16")
     trainer.model.compute_loss = loss
     trainer.train(max_steps=2)
-    assert seen == [(torch.float32, True)] * 2
+    assert seen == [(torch.float32, True, True)] * 2
+
+    logits_seen = []
+
+    def logits_loss(logits, target):
+        logits_seen.append(bool((logits.abs() > 1).any()) or bool((logits < 0).any()))
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+    logits_loss.takes_logits = True
+    trainer = make_trainer()
+    trainer.model.compute_loss = logits_loss
+    trainer.train(max_steps=2)
+    assert logits_seen and any(logits_seen), "a takes_logits loss got probabilities"
 
 
 def test_checkpoints_load_with_weights_only_and_rebuild_the_model(tmp_path):

@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, help="train to this many steps in total (overrides trainer.max_steps)")
     parser.add_argument("--resume", nargs="?", const="last", metavar="CHECKPOINT",
                         help="continue a run: from CHECKPOINT, or (no value) from CHECKPOINT_DIR/last.pt")
+    parser.add_argument("--allow-different-data", action="store_true",
+                        help="with --resume: continue on data other than the checkpoint's (fine-tuning); refused otherwise")
     parser.add_argument("--events", choices=["jsonl"], help="write JSON-lines events on stdout (for the add-on)")
 
 
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                 if trainer.checkpoint_dir is None:
                     raise ValueError("--resume without a path needs --out or trainer.checkpoint_dir")
                 path = trainer.checkpoint_dir / "last.pt"
-            trainer.resume(path)
+            trainer.resume(path, allow_different_data=args.allow_different_data)
         if args.out is not None and trainer.dist.is_main:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "config.json").write_text(json.dumps(jsonable(trainer.config), indent=2))
