@@ -82,7 +82,7 @@ TRAINER_KEYS: dict[str, Check] = {
     "grad_clip": (None, lambda v: v is None or (_is_number(v) and v > 0), "a number > 0 or null"),
     "accumulate_steps": (1, lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "amp": (False, lambda v: v in (True, False, "off", "auto", "bf16", "fp16"), "true, false, 'auto', 'bf16' or 'fp16'"),
-    "val_meshes": (0, lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "val_meshes": (2, lambda v: _is_int(v) and v >= 0, "an integer >= 0 (meshes extracted at each validation)"),
     "val_mesh_resolution": (64, lambda v: _is_int(v) and v >= 8, "an integer >= 8 (32·2^k for MISE)"),
     "seed": (0, lambda v: _is_int(v), "an integer"),
     "progress_bar": ("auto", lambda v: v in (True, False, "auto"), "true, false or 'auto'"),

@@ -414,13 +414,15 @@ class OccupancyTrainer:
         return {"val_loss": sum(losses) / len(losses), "val_iou": inter / union if union else 1.0}
 
     def _validation_meshes(self) -> None:
-        """MISE meshes of the first `val_meshes` shapes of the first validation batch, as PLY files."""
+        """MISE meshes of the first `val_meshes` shapes of the first validation batch: PLY files
+        beside the checkpoints (``CHECKPOINT_DIR/val_meshes/step<N>_<shape>.ply``) and TensorBoard
+        mesh summaries, so a user sees the shapes improve, not only a loss curve."""
         from occnet_backend.extraction import extract_mesh
         from occnet_backend.files import write_ply
 
         batch = self._to_device(next(iter(self.val_dataloader)))
         count = min(self.val_meshes, len(batch["points"]))
-        out_dir = (self.log_dir or self.checkpoint_dir or Path(".")) / "meshes"
+        out_dir = (self.checkpoint_dir or self.log_dir or Path(".")) / "val_meshes"
         ids = batch.get("shape_id", [f"shape{i}" for i in range(count)])
         was_training = self.model.training
         self.model.eval()
@@ -435,6 +437,9 @@ class OccupancyTrainer:
                 mesh = extract_mesh(fn, resolution=self.val_mesh_resolution)
                 path = write_ply(out_dir / f"step{self.step:07d}_{ids[i]}.ply", mesh["vertices"], mesh["faces"])
                 self.events.emit("mesh", shape_id=str(ids[i]), path=str(path.resolve()), step=self.step)
+                if self._writer is not None and len(mesh["faces"]):
+                    self._writer.add_mesh(f"val/mesh_{i}", torch.as_tensor(mesh["vertices"][None]),
+                                          faces=torch.as_tensor(mesh["faces"][None].astype("int32")), global_step=self.step)
         finally:
             self.model.train(was_training)
 
@@ -477,8 +482,10 @@ class OccupancyTrainer:
 
         current = self._gather(self._capture_rng())
         epoch_start = self._gather(self._epoch_rng)
-        dataset = getattr(self.train_dataloader, "dataset", None)
-        shape_ids = getattr(dataset, "shape_ids", None)
+        data = self._data_identity()
+        shape_ids = getattr(getattr(self.train_dataloader, "dataset", None), "shape_ids", None)
+        if shape_ids is None and data is not None:
+            shape_ids = data.get("shape_ids")  # ShapeNet: ids in code order
         return {
             "format": TRAIN_FORMAT,
             **model_payload(self.model),
@@ -494,7 +501,7 @@ class OccupancyTrainer:
             "rng": {"current": current, "epoch_start": epoch_start},
             "history": [dict(r) for r in self.history],
             "shape_ids": list(shape_ids) if shape_ids is not None else None,
-            "data": self._data_identity(),
+            "data": data,
             "world_size": self.dist.world_size,
             "torch_version": str(torch.__version__),
         }

@@ -58,6 +58,10 @@ def test_fit_reconstructs_suzanne_in_its_own_coordinates(tmp_path, suzanne):
     from occnet_backend.training import cpu_has_native_bf16
 
     assert summary["training_precision"] == ("bfloat16" if cpu_has_native_bf16() else "float32")
+    reason = summary["training_precision_reason"]
+    assert reason.startswith(summary["training_precision"]) and "amp 'auto'" in reason
+    assert ("in hardware" if cpu_has_native_bf16() else "without native bf16") in reason
+    assert f"precision {reason}" in result.stderr, "the log does not say which precision training uses"
     metrics = summary["shapes"]["my monkey"]
     assert metrics["watertight"] and metrics["iou"] > 0.6 and metrics["chamfer_l1"] < 0.05
     for png in ("training_curve.png", "slices_my monkey.png"):

@@ -135,6 +135,19 @@ def test_train_command_learns_from_the_reference_layout(shapenet, tmp_path):
     assert len(metrics) == 1 and 0 < metrics[0]["val_loss"] < 1 and 0 <= metrics[0]["val_iou"] < 0.5
     assert events[-1]["event"] == "done" and events[-1]["iou"] > 0.6
     assert (out / "checkpoints" / "last.pt").is_file()
+    # validation meshes by default (the seed's "automatic mesh extraction for evaluation")
+    assert len(list((out / "checkpoints" / "val_meshes").glob("step0000400_*.ply"))) == 1
+
+    # `eval` reads the same layout and scores the unconditional train checkpoint on every shape
+    result = subprocess.run(
+        [sys.executable, "-m", "occnet_backend", "eval", "--checkpoint", str(out / "checkpoints" / "last.pt"),
+         "--data", str(shapenet), "--split", "train", "--out", str(tmp_path / "eval"), "--resolution", "32"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert sorted(scores["shapes"]) == ["02691156_model_a", "02691156_model_b", "03001627_chair_1"]
+    assert all(0 <= row["iou"] <= 1 for row in scores["shapes"].values()) and scores["mean"]["iou"] > 0.3
 
 
 def test_shapenet_config_without_a_folder_is_refused():

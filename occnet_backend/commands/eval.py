@@ -4,9 +4,15 @@
         --out DIR [--resolution 128 --threshold 0.5 --device auto]
 
 Writes DIR/metrics.csv (one row per shape) and DIR/metrics.json (per shape, mean and median).
-Takes `fit` and `train` checkpoints. A shape the model has a learned code for uses that code; any
-other shape needs a model with an encoder (its code is encoded from the shape's cached labelled points). Means skip non-finite
-values (an empty reconstruction has infinite Chamfer) and say how many shapes they skipped.
+Takes every checkpoint this project writes (`fit`, `train`) and both dataset layouts it reads: a
+dataset folder (``meshes/`` + split lists, `prepare`'s) and the reference's preprocessed ShapeNet
+(category folders with ``<split>.lst``, ``points.npz`` and ``pointcloud.npz``), found out from the
+folder itself. As in the reference protocol: a shape the model has a learned code for uses that
+code (code models are scored on their training shapes); any other shape needs a model with an
+encoder (its code is encoded from the shape's labelled points, i.e. unseen shapes); an
+unconditional `train` model is scored against every shape (a `fit` checkpoint only on the shapes it
+fitted). Means skip non-finite values (an empty
+reconstruction has infinite Chamfer) and say how many shapes they skipped.
 """
 
 from __future__ import annotations
@@ -36,27 +42,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _logit_fn(model, payload: dict, shape_id: str, sample: dict):
     import numpy as np
 
-    from occnet_backend.fitting import shape_logit_fn
+    from occnet_backend.fitting import FIT_FORMAT, shape_logit_fn
 
-    known = payload.get("shape_ids", [])
-    if shape_id in known:
+    known = list(payload.get("shape_ids") or [])
+    unconditional = not hasattr(model, "code_weights_logit_fn") and getattr(model, "encoder", None) is None
+    if unconditional and payload.get("format") != FIT_FORMAT:
+        return model.predict_logits  # a train run's one function (e.g. a category): scored on every shape
+    if shape_id in known and (unconditional or getattr(model, "num_shapes", 0)):
         return shape_logit_fn(model, known.index(shape_id))
     if getattr(model, "encoder", None) is None:
         raise ValueError(
             f"the checkpoint has no code for shape {shape_id!r} (it knows {known}) and no "
             "encoder to encode it; evaluate on the shapes it was trained on"
         )
-    points = np.concatenate([sample["uniform_points"], sample["near_points"]])
-    occupancy = np.concatenate([sample["uniform_occupancy"], sample["near_occupancy"]])
+    points = np.concatenate([sample["uniform_points"], sample.get("near_points", np.zeros((0, 3), np.float32))])
+    occupancy = np.concatenate([sample["uniform_occupancy"], sample.get("near_occupancy", np.zeros(0, bool))])
     pick = np.random.default_rng(0).choice(len(points), min(model.encoder_points, len(points)), replace=False)
     code = model.encode_shape(points[pick], occupancy[pick].astype(np.float32))
     return model.logit_fn(condition=code)
 
 
+def evaluation_samples(data: Path, split: str):
+    """(shape id, sample) pairs of `split` in either layout; a sample has uniform points with
+    occupancy and surface points with normals, in the shape's unit-cube frame."""
+    if (data / "meshes").is_dir() or (data / f"{split}.json").is_file():
+        from occnet_backend.datafolder import ensure_caches, load_samples, read_split
+
+        shape_ids = read_split(data, split)
+        if not shape_ids:
+            raise ValueError(f"{data / (split + '.json')}: the {split!r} split is empty")
+        ensure_caches(data, shape_ids)
+        for sid in shape_ids:
+            yield sid, load_samples(data, sid)
+        return
+    from occnet_backend.shapenet import list_models, read_pointcloud_npz, read_points_npz
+
+    for cat, model in list_models(data, split):
+        points, occupancy = read_points_npz(data / cat / model / "points.npz")
+        surface, normals = read_pointcloud_npz(data / cat / model / "pointcloud.npz")
+        yield f"{cat}_{model}", {"uniform_points": points, "uniform_occupancy": occupancy,
+                                 "surface_points": surface, "surface_normals": normals}
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-
-    from occnet_backend.datafolder import ensure_caches, load_samples, read_split
     from occnet_backend.events import jsonable
     from occnet_backend.extraction import check_resolution, extract_mesh, threshold_to_logit
     from occnet_backend.files import atomic_write_bytes
@@ -70,13 +99,8 @@ def run(args: argparse.Namespace) -> int:
         check_resolution(args.resolution, "mise", 32)
         payload = load_checkpoint(args.checkpoint)
         model = model_from_payload(payload, args.checkpoint).to(resolve_device(args.device)).eval()
-        shape_ids = read_split(args.data, args.split)
-        if not shape_ids:
-            raise ValueError(f"{args.data / (args.split + '.json')}: the {args.split!r} split is empty")
-        ensure_caches(args.data, shape_ids)
         rows = {}
-        for sid in shape_ids:
-            sample = load_samples(args.data, sid)
+        for sid, sample in evaluation_samples(args.data, args.split):
             mesh = extract_mesh(_logit_fn(model, payload, sid, sample), resolution=args.resolution,
                                 threshold=args.threshold)
             in_box = np.all(np.abs(sample["uniform_points"]) <= IOU_BOX, axis=1)
