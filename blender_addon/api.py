@@ -90,7 +90,7 @@ def reconstruct(
     }
     for name, value in overrides.items():
         if value is not None:
-            setattr(base, name, type(getattr(base, name))(value))
+            setattr(base, name, _coerce(name, value, type(getattr(base, name))))
     if union is None:
         union = getattr(getattr(scene, "occnet", None), "mode", "SEPARATE") == "UNION"
     if objects is None:
@@ -148,6 +148,16 @@ def update_result(
             (e.g. the wrong number of weights). The object is unchanged then.
     """
     return live.update_blocking(obj, resolution=resolution, threshold=threshold, weights=weights, timeout=timeout)
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    """A setting as the type FitSettings holds, or an OccNetError that names it (never a raw ValueError)."""
+    if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+        raise OccNetError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise OccNetError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
 
 
 def _depsgraph(context: bpy.types.Context, scene: bpy.types.Scene) -> bpy.types.Depsgraph:

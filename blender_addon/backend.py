@@ -121,16 +121,34 @@ _PROBE = (
 )
 
 
+def run_interpreter(argv: list[str], *, timeout: float, **kwargs: Any) -> subprocess.CompletedProcess:
+    """subprocess.run for probing an interpreter, in its own process group: on a timeout the whole
+    group is killed, so a wrapper script's children (a hanging `python`) do not live on as orphans."""
+    if os.name != "nt":
+        kwargs["start_new_session"] = True
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                if os.name == "nt":
+                    proc.kill()
+                else:
+                    os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError, OSError):
+                pass
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def probe_python(python: str, timeout: float = 20.0) -> dict[str, Any]:
     """Fast check (no imports, just find_spec): {'version': [3, 11, 7], 'missing': [...]}.
 
     Raises OccNetError when the interpreter does not run at all.
     """
     try:
-        out = subprocess.run(
-            [python, "-c", _PROBE % (list(REQUIRED_MODULES),)],
-            capture_output=True, text=True, timeout=timeout, env=_clean_env(),
-        )
+        out = run_interpreter([python, "-c", _PROBE % (list(REQUIRED_MODULES),)], timeout=timeout, env=_clean_env())
     except FileNotFoundError:
         raise OccNetError(f"Backend Python '{python}' does not exist.") from None
     except PermissionError:
@@ -247,10 +265,7 @@ def check_backend(python: str, timeout: float = 180.0) -> dict[str, Any]:
     """
     code = _CHECK.replace("NAMES", repr(list(REQUIRED_MODULES)))
     try:
-        out = subprocess.run(
-            [python, "-c", code], capture_output=True, text=True, timeout=timeout,
-            env=backend_env(), cwd=str(backend_root()),
-        )
+        out = run_interpreter([python, "-c", code], timeout=timeout, env=backend_env(), cwd=str(backend_root()))
     except FileNotFoundError:
         raise OccNetError(f"Backend Python '{python}' does not exist.") from None
     except subprocess.TimeoutExpired:

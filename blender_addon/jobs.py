@@ -45,6 +45,13 @@ def active_job() -> "Job | None":
     return _ACTIVE
 
 
+def _refuse_a_second_job() -> None:
+    """One job at a time (the panel, Cancel and ESC act on the active one), also when a script
+    starts one from another's on_event callback."""
+    if _ACTIVE is not None:
+        raise OccNetError("A reconstruction is already running; wait for it or cancel it first.")
+
+
 def default_work_dir() -> Path:
     """Where job folders go when the preference is empty: the user's cache, not the temp dir.
 
@@ -78,6 +85,7 @@ class Job:
         python: str = "",
         work_dir: str | os.PathLike | None = None,
     ):
+        _refuse_a_second_job()  # before anything is exported
         settings.validate()
         usable, self.skipped = export.select_sources(list(objects))
         self.settings = settings
@@ -123,8 +131,8 @@ class Job:
             "argv": self.argv,
             "blender": bpy.app.version_string,
         }
-        if _ACTIVE is not None and _ACTIVE is not self:
-            raise OccNetError("A reconstruction is already running; wait for it or cancel it first.")
+        if _ACTIVE is not self:
+            _refuse_a_second_job()
         self._record = record
         self._write_record(outcome="running")
         prune_job_folders(self.job_dir.parent, keep=self.job_dir)

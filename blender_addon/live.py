@@ -491,13 +491,17 @@ def update_blocking(
                           "only reconstructions can be updated.")
     values = current_values(ob)
     if resolution is not None:
-        if int(resolution) not in RESOLUTIONS:
-            raise OccNetError(f"resolution must be one of {', '.join(map(str, RESOLUTIONS))} (got {resolution})")
-        values["resolution"] = int(resolution)
+        if isinstance(resolution, bool) or not isinstance(resolution, (int, float, str)) or str(resolution).strip() not in {str(r) for r in RESOLUTIONS}:
+            raise OccNetError(f"resolution must be one of {', '.join(map(str, RESOLUTIONS))} (got {resolution!r})")
+        values["resolution"] = int(str(resolution).strip())
     if threshold is not None:
-        if not 0.01 <= float(threshold) <= 0.99:
-            raise OccNetError(f"threshold must lie between 0.01 and 0.99 (got {threshold})")
-        values["threshold"] = round(float(threshold), 4)
+        try:
+            number = float(threshold)
+        except (TypeError, ValueError):
+            raise OccNetError(f"threshold must be a number between 0.01 and 0.99 (got {threshold!r})") from None
+        if isinstance(threshold, bool) or not 0.01 <= number <= 0.99:
+            raise OccNetError(f"threshold must lie between 0.01 and 0.99 (got {threshold!r})")
+        values["threshold"] = round(number, 4)
     if weights is not None:
         values["weights"] = sliders.normalise_weights(weights)
     uid = ob.session_uid

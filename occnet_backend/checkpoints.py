@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import random
 import tempfile
 import zipfile
@@ -98,19 +99,43 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return path
 
 
+def _damaged_record(path: Path) -> str:
+    """The first zip record whose CRC does not match ('' when all do, or the file is no zip at
+    all: torch.load then says what is wrong). torch itself does not check the CRCs, so a flipped
+    bit would load as garbage weights."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() or ""
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return ""
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """A checkpoint dict, read with weights_only=True. ValueError naming the file if it is missing,
     corrupt (e.g. truncated) or not written by this package."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not a checkpoint file; pass the .pt file inside it (e.g. {path / 'checkpoint.pt'})")
     if not path.is_file():
         raise ValueError(f"{path}: no such checkpoint file; check the path (training writes CHECKPOINT_DIR/last.pt)")
+    damaged = _damaged_record(path)
+    if damaged:
+        raise ValueError(f"{path}: the checkpoint is corrupt (record {damaged!r} fails its CRC check: the file was "
+                         "damaged on disk or in a copy); use another checkpoint (e.g. best.pt) or train again")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
-        reason = next((line for line in lines if "Unsupported global" in line), lines[0])[:200]
+        text = str(err)
+        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in text:
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+            what = f" ({found.group(1)})" if found else ""
+            raise ValueError(
+                f"{path}: refused: it holds Python objects{what} beyond tensors and plain data, which could run "
+                "code when loaded; occnet_backend's checkpoints never do. Use a checkpoint written by `train` or `fit`"
+            ) from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()] or [""]
         raise ValueError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {reason}); "
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {lines[0][:200]}); "
             "the file is corrupt, truncated or not a PyTorch checkpoint of occnet_backend: "
             "use another checkpoint (e.g. best.pt) or train again"
         ) from None

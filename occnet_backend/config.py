@@ -61,7 +61,7 @@ def _is_number(v: Any) -> bool:
 Check = tuple[Any, Callable[[Any], bool], str]
 OPTIMIZER_KEYS: dict[str, Check] = {
     "type": ("adam", lambda v: v in ("adam", "adamw"), "'adam' or 'adamw'"),
-    "lr": (1e-3, lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "lr": (1e-3, lambda v: _is_number(v) and 0 < v < float("inf"), "a finite number > 0"),
     "weight_decay": (0.0, lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "schedule": ("constant", lambda v: v in ("constant", "cosine", "step"), "'constant', 'cosine' or 'step'"),
     "warmup_steps": (0, lambda v: _is_int(v) and v >= 0, "an integer >= 0"),

@@ -476,13 +476,18 @@ def prepare_dataset(
     existing = find_meshes(root) if (root / MESHES_DIR).is_dir() else {}
     sources: dict[str, Path] = {}
     folded = {sid.casefold(): sid for sid in existing}
+    given: dict[str, str] = {}  # casefolded id -> id, of the inputs
     for f in files:
         sid = validate_shape_id(shape_id_from_path(f), where=str(f))
-        if sid in sources:
+        twin = given.get(sid.casefold())
+        if twin is not None:
+            # 'Sphere.obj' and 'sphere.obj' are one file on macOS and Windows disks: refused up front,
+            # before a folder exists that every later command rejects
             raise DatasetError(
-                f"duplicate shape id {sid!r}: {sources[sid]} and {f}; shape ids come from file names, "
-                "so rename one of them"
+                f"duplicate shape id {sid!r}: {sources[twin]} and {f} (shape ids come from file names and must "
+                "differ in more than case); rename one of them"
             )
+        given[sid.casefold()] = sid
         old = folded.get(sid.casefold())
         if old is not None and existing[old].suffix.lower() != f.suffix.lower():
             raise DatasetError(

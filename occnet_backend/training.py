@@ -198,6 +198,10 @@ def _preserved_rng() -> Iterator[None]:
 PROGRESS_INTERVAL_S = 1.0
 
 
+class NonFiniteLossError(ValueError):
+    """Training diverged (NaN or infinite loss): stopped before anything is saved from it."""
+
+
 class OccupancyTrainer:
     """Trains `model` on batches from `train_dataloader`.
 
@@ -796,6 +800,12 @@ class OccupancyTrainer:
         self._optimizer_step(len(group))
         loss, inter, union, points = torch.stack(group).sum(0).tolist()  # the one device sync per step
         loss /= len(group)
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the training loss became {loss} at step {self.step + 1} (learning rate {lr:g}): training diverged "
+                "and the weights are no longer usable; lower the learning rate (or enable gradient clipping) and "
+                "train again. Checkpoints written before this step are intact"
+            )
         seconds = time.perf_counter() - step_start
         record = {"step": self.step, "epoch": self.epoch, "loss": loss, "iou": inter / union if union else 1.0,
                   "lr": lr, "seconds": seconds}

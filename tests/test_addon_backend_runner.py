@@ -251,3 +251,25 @@ def test_probe_reports_a_broken_interpreter(tmp_path):
     fake.chmod(0o755)
     with pytest.raises(OccNetError, match="fails to run a trivial script: boom"):
         backend.probe_python(str(fake))
+
+
+def test_a_hanging_interpreter_times_out_and_leaves_nothing_running(tmp_path):
+    """OCCNET_PYTHON pointing at a wrapper that hangs: the check says so, and no process outlives it."""
+    marker = f"{300 + os.getpid() % 1000}.25"  # a sleep nobody else runs
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\nsleep {marker} &\nwait\n")  # a wrapper whose child hangs
+    fake.chmod(0o755)
+    for check in (lambda: backend.probe_python(str(fake), timeout=1.0),
+                  lambda: backend.check_backend(str(fake), timeout=1.0)):
+        with pytest.raises(OccNetError, match="did not answer within 1 s|took more than 1 s"):
+            check()
+    time.sleep(0.3)
+    left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and marker.encode() in _cmdline(p)]
+    assert not left, "the hanging interpreter's children are still running"
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes() + (proc / "comm").read_bytes()
+    except OSError:
+        return b""

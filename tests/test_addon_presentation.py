@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -165,3 +166,45 @@ def test_enabling_is_refused_where_the_add_on_could_only_fail_later():
     with pytest.raises(RuntimeError, match="needs numpy in Blender's own Python.*python3-numpy"):
         blender_addon._check_host(numpy_found=False)
     blender_addon._check_host()  # this bpy: fine
+
+
+def test_the_api_names_a_setting_of_the_wrong_type(blender, tmp_path):
+    from blender_addon import api
+
+    bpy.ops.mesh.primitive_cube_add()
+    cube = bpy.context.active_object
+    for kwargs, message in (({"steps": "abc"}, "steps must be an integer, got 'abc'"),
+                            ({"steps": 2.5}, "steps must be an integer, got 2.5"),
+                            ({"threshold": "x"}, "threshold must be a number, got 'x'"),
+                            ({"points": True}, "points must be an integer, got True")):
+        with pytest.raises(OccNetError, match=re.escape(message)):
+            api.reconstruct([cube], verbose=False, **kwargs)
+    ob = fake_result(tmp_path, "Cube", "Cube", ["Cube"])
+    for kwargs, message in (({"threshold": "abc"}, "threshold must be a number between 0.01 and 0.99 (got 'abc')"),
+                            ({"resolution": "big"}, "resolution must be one of 32, 64, 128, 256, 512 (got 'big')"),
+                            ({"weights": ["a"]}, "weights must be a list of numbers")):
+        with pytest.raises(OccNetError, match=re.escape(message)):
+            api.update_result(ob, **kwargs)
+
+
+def test_a_second_job_cannot_start_while_one_runs(blender, tmp_path):
+    """Starting a reconstruction from the first one's on_event callback once left two jobs running."""
+    from blender_addon import api
+
+    bpy.ops.mesh.primitive_cube_add()
+    cube = bpy.context.active_object
+    nested: list[str] = []
+
+    def on_event(event):
+        if event.get("event") == "start" and not nested:
+            try:
+                api.reconstruct([cube], steps=2, verbose=False)
+                nested.append("started")
+            except OccNetError as err:
+                nested.append(str(err))
+            assert jobs.active_job() is not None, "the outer job is no longer the active one"
+
+    api.reconstruct([cube], steps=5, points=512, width=16, depth=1, resolution=32, device="cpu", verbose=False,
+                    on_event=on_event)
+    assert nested == ["A reconstruction is already running; wait for it or cancel it first."]
+    assert backend.live_processes() == [] and jobs.active_job() is None

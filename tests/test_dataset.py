@@ -156,6 +156,13 @@ def test_bad_ids_and_duplicates(tmp_path):
     trimesh.creation.box().export(tmp_path / "b" / "chair.ply")
     with pytest.raises(DatasetError, match="duplicate shape id 'chair'"):
         prepare_dataset(tmp_path / "data", [tmp_path / "a", tmp_path / "b"], SMALL)
+    # ids that differ only in case: one file on macOS/Windows disks; refused before the folder exists
+    (tmp_path / "c").mkdir()
+    trimesh.creation.box().export(tmp_path / "c" / "Sphere.obj")
+    trimesh.creation.box().export(tmp_path / "a" / "sphere.obj")
+    with pytest.raises(DatasetError, match="duplicate shape id 'sphere'.*must differ in more than case"):
+        prepare_dataset(tmp_path / "cased", [tmp_path / "c" / "Sphere.obj", tmp_path / "a" / "sphere.obj"], SMALL)
+    assert not (tmp_path / "cased").exists(), "a refused prepare left a folder behind"
     with pytest.raises(DatasetError, match="no such file"):
         prepare_dataset(tmp_path / "data", [tmp_path / "nope.obj"], SMALL)
     with pytest.raises(DatasetError, match="fractions"):
