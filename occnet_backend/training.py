@@ -426,7 +426,7 @@ class OccupancyTrainer:
 
         batch = self._to_device(next(iter(self.val_dataloader)))
         count = min(self.val_meshes, len(batch["points"]))
-        out_dir = (self.checkpoint_dir or self.log_dir or Path(".")) / "val_meshes"
+        out_dir = (self.checkpoint_dir or self.log_dir) / "val_meshes"
         ids = batch.get("shape_id", [f"shape{i}" for i in range(count)])
         was_training = self.model.training
         self.model.eval()
@@ -454,8 +454,8 @@ class OccupancyTrainer:
         if self.dist.is_main:
             with _preserved_rng():
                 metrics = self.validate()
-                if self.val_meshes > 0:
-                    self._validation_meshes()
+                if self.val_meshes > 0 and (self.checkpoint_dir or self.log_dir) is not None:
+                    self._validation_meshes()  # never into the working folder of a run that saves nothing
         if self.dist.enabled:
             shared = [metrics]
             torch.distributed.broadcast_object_list(shared, src=0)

@@ -116,3 +116,13 @@ def test_resume_refuses_other_data_unless_told(tmp_path, mesh_data):
     proc = _cli("--config", str(tmp_path / "run.yaml"), "--out", str(run), "--resume", "--max-steps", "6",
                 "--allow-different-data")
     assert proc.returncode == 0, proc.stderr  # told explicitly: fine-tunes on the config's (synthetic) data
+
+
+def test_a_run_that_saves_nothing_writes_nothing(tmp_path, monkeypatch):
+    """No checkpoint_dir and no log_dir: no validation meshes in the working folder either."""
+    monkeypatch.chdir(tmp_path)
+    run = config(tmp_path, 3)
+    run["trainer"].pop("checkpoint_dir"), run["trainer"].pop("log_dir")
+    trainer = create_trainer_from_config(run)
+    trainer.train()
+    assert "val_iou" in trainer.history[-1] and list(tmp_path.iterdir()) == []
