@@ -212,6 +212,7 @@ class Job:
             raise failure
         missing = [s.shape_id for s in self.shapes if s.shape_id not in self.state.meshes]
         if missing:
+            self._write_record(outcome="error")
             raise OccNetError(
                 f"The backend finished but sent no mesh for {', '.join(missing)}. The scene is unchanged. "
                 f"Full log: {self.log_path}", log_path=str(self.log_path),

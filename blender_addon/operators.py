@@ -176,9 +176,9 @@ class OCCNET_OT_reconstruct(bpy.types.Operator):
             if job is not None:
                 job.abort()  # kills and reaps the backend (a no-op when it has ended)
         log_path = getattr(err, "log_path", None) or (str(job.log_path) if job is not None else "")
-        if isinstance(err, OccNetCancelled):
+        if isinstance(err, OccNetCancelled):  # its job folder is gone: no Open Job Folder
             self.report({"WARNING"}, str(err))
-            _set_status(context, str(err), is_error=False, job=job, log_path=log_path)
+            _set_status(context, str(err), is_error=False)
         elif isinstance(err, OccNetError):
             self.report({"ERROR"}, str(err))
             _set_status(context, _first_line(str(err)), is_error=True, job=job, log_path=log_path)

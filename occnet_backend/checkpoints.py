@@ -126,16 +126,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
         text = str(err)
-        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in text:
-            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-            what = f" ({found.group(1)})" if found else ""
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+        if isinstance(err, pickle.UnpicklingError) and found:
+            what = f" ({found.group(1)})"
             raise ValueError(
                 f"{path}: refused: it holds Python objects{what} beyond tensors and plain data, which could run "
                 "code when loaded; occnet_backend's checkpoints never do. Use a checkpoint written by `train` or `fit`"
             ) from None
         lines = [line.strip() for line in text.splitlines() if line.strip()] or [""]
+        reason = lines[0].split(" In PyTorch 2.6")[0][:200]  # never pass on torch's weights_only=False hint
         raise ValueError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {lines[0][:200]}); "
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {reason}); "
             "the file is corrupt, truncated or not a PyTorch checkpoint of occnet_backend: "
             "use another checkpoint (e.g. best.pt) or train again"
         ) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import json
 import math
 
@@ -191,6 +192,16 @@ def test_corrupt_or_foreign_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="pickled.pt: refused: it holds Python objects") as info:
         load_checkpoint(pickled)
     assert "weights_only" not in str(info.value), "never suggest loading with weights_only=False"
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"format": "occnet-fit-1", "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match=r"evil.pt: refused: it holds Python objects \((posix|nt|os)\.system\)"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists(), "the pickle ran code"
     with pytest.raises(ValueError, match="no such checkpoint"):
         load_model(tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="is a folder, not a checkpoint file"):
