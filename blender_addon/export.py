@@ -46,8 +46,11 @@ def sanitize_id(name: str, taken: set[str]) -> str:
 
 
 def usable_sources(objects) -> list[bpy.types.Object]:
-    """The objects Reconstruct would use: surfaces that are not OccNet results themselves."""
-    return [ob for ob in objects if ob.type in GEOMETRY_TYPES and not results.is_result_object(ob)]
+    """The objects Reconstruct would use (`select_sources`' choice, without its notes)."""
+    try:
+        return select_sources(list(objects))[0]
+    except OccNetError:
+        return []
 
 
 def select_sources(objects: list[bpy.types.Object]) -> tuple[list[bpy.types.Object], list[str]]:
