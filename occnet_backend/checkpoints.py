@@ -160,13 +160,37 @@ def build_model(model_class: str, model_config: dict[str, Any]) -> nn.Module:
         raise ValueError(f"model config does not fit {model_class}: {err}") from None
 
 
+MAX_PARAMETERS = 200_000_000  # 0.8 GB of fp32 weights, far above any model this project trains
+
+
 def model_from_payload(payload: dict[str, Any], source: str | os.PathLike = "checkpoint") -> nn.Module:
-    """Rebuild the model a loaded checkpoint holds (class + config + weights); ValueError naming `source`."""
+    """Rebuild the model a loaded checkpoint holds (class + config + weights); ValueError naming `source`.
+
+    The model is first built on the meta device (no memory): a crafted config asking for 160 GB
+    is refused by its parameter count, and weights of the wrong shapes before anything is allocated."""
     state = payload.get("model")
-    if "model_class" not in payload or not isinstance(state, dict):
+    config = payload.get("model_config", {})
+    if not isinstance(payload.get("model_class"), str) or not isinstance(state, dict):
         raise ValueError(f"{source}: the checkpoint holds no model (model_class / weights missing)")
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise ValueError(f"{source}: the checkpoint's model_config is not a mapping of settings")
     try:
-        model = build_model(payload["model_class"], payload.get("model_config", {}))
+        with torch.device("meta"):
+            skeleton = build_model(payload["model_class"], config)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+    count = sum(p.numel() for p in skeleton.parameters())
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"{source}: its model config asks for {count / 1e6:,.0f} M parameters (the limit is "
+                         f"{MAX_PARAMETERS / 1e6:.0f} M); it was not written by occnet_backend, or was edited")
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    stored = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in state.items()}
+    if expected != stored:
+        key = next(k for k in sorted(set(expected) | set(stored)) if expected.get(k) != stored.get(k))
+        raise ValueError(f"{source}: weights do not match the stored model config ({key}: stored "
+                         f"{stored.get(key, 'nothing')}, the config needs {expected.get(key, 'nothing')})")
+    try:
+        model = build_model(payload["model_class"], config)
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from None
     try:

@@ -261,4 +261,15 @@ def load_fit_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     if payload.get("format") != FIT_FORMAT:
         raise ValueError(f"{path}: a training checkpoint, not one written by `occnet_backend fit` "
                          "(it lacks the shapes' normalisation); use the checkpoint.pt that fit wrote")
-    return model_from_payload(payload, path).eval(), payload
+    ids, centers, scales = payload.get("shape_ids"), payload.get("centers"), payload.get("scales")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise ValueError(f"{path}: the fit checkpoint lists no shape ids (shape_ids must be a list of names)")
+    n = len(ids)
+    if (not torch.is_tensor(centers) or tuple(centers.shape) != (n, 3) or not torch.is_tensor(scales)
+            or tuple(scales.shape) != (n,) or not torch.isfinite(centers).all() or not (scales > 0).all()):
+        raise ValueError(f"{path}: the fit checkpoint's normalisation does not fit its {n} shape(s) (it needs "
+                         f"centers [{n}, 3] and positive scales [{n}]); the file was edited or damaged")
+    model = model_from_payload(payload, path).eval()
+    if getattr(model, "num_shapes", n) != n:
+        raise ValueError(f"{path}: the model has {model.num_shapes} learned shapes but the checkpoint names {n}")
+    return model, payload

@@ -34,6 +34,8 @@ from occnet_backend.extraction import GridCache, extract_mesh
 from occnet_backend.files import write_ply
 
 MAX_CACHED_SHAPES = 4  # each cache holds up to ~85 MB at 256³
+MAX_RESOLUTION = 512  # MISE: refused above this before anything is allocated (the add-on offers up to 512)
+MAX_DENSE_RESOLUTION = 256  # a dense grid evaluates every node: 17 M points at 256³
 
 
 class ShapeModel:
@@ -98,12 +100,21 @@ class MeshServer:
             weights = np.zeros(n)
             weights[0] = 1.0
             return weights
-        weights = np.asarray(request["weights"], dtype=np.float64)
+        try:
+            weights = np.asarray(request["weights"], dtype=np.float64)
+        except (TypeError, ValueError):
+            weights = np.full(n + 1, np.nan)  # not numbers: the message below
         if weights.shape != (n,) or not np.isfinite(weights).all():
             raise ValueError(f"'weights' must be a list of {n} finite numbers (one per learned shape), got {request['weights']!r}")
-        if weights.sum() <= 0 or (weights < 0).any():
-            raise ValueError("'weights' must be >= 0 with a positive sum (they are normalised to sum to 1)")
-        return weights / weights.sum()
+        if (weights < 0).any():
+            raise ValueError(f"'weights' must all be >= 0, got {request['weights']!r}")
+        total = weights.sum()
+        if not np.isfinite(total):
+            raise ValueError(f"'weights' {request['weights']!r} are too large to add up; they are normalised to sum to 1, "
+                             "so use e.g. [0.5, 0.5]")
+        if total <= 0:
+            raise ValueError("'weights' must have a positive sum (they are normalised to sum to 1), got all zeros")
+        return weights / total
 
     def _cache(self, weights: np.ndarray) -> GridCache:
         key = tuple(np.round(weights, 6))
@@ -118,13 +129,19 @@ class MeshServer:
     def extract(self, request: dict) -> dict:
         resolution = request.get("resolution", 128)
         threshold = request.get("threshold", 0.5)
+        method = request.get("method", "mise")
+        limit = MAX_RESOLUTION if method == "mise" else MAX_DENSE_RESOLUTION
+        if isinstance(resolution, (int, np.integer)) and not isinstance(resolution, bool) and resolution > limit:
+            need_gb = 6 * 4 * (resolution + 1) ** 3 / 1e9  # values, masks and temporaries of a full grid
+            raise ValueError(f"resolution {resolution} is above this server's limit of {limit} for method {method!r} "
+                             f"(a {resolution}³ grid needs about {need_gb:.0f} GB); use at most {limit}")
         weights = self._weights(request)
         start = time.perf_counter()
         out = extract_mesh(
             self.model.logit_fn_for(weights),
             resolution=resolution,
             threshold=threshold,
-            method=request.get("method", "mise"),
+            method=method,
             cache=self._cache(weights),
         )
         center = weights @ self.model.centers
@@ -152,19 +169,28 @@ class MeshServer:
             raise ValueError(f"unknown command {command!r}; use 'extract', 'info' or 'quit'")
         except (ValueError, TypeError) as err:
             return {"id": rid, "ok": False, "error": str(err)}, True
+        except MemoryError:
+            return {"id": rid, "ok": False, "error": "out of memory for this request; use a lower resolution"}, True
+        except Exception as err:  # noqa: BLE001 - one bad request must not end the sliders' server
+            return {"id": rid, "ok": False, "error": f"the request failed ({type(err).__name__}: {err})"}, True
 
     def serve(self, stdin: TextIO, stdout: TextIO) -> None:
         stdout.write(json.dumps({"event": "ready", "shapes": self.model.shape_ids, "device": self.model.device}) + "\n")
         stdout.flush()
-        for line in stdin:
-            if not line.strip():
-                continue
+        for line in stdin:  # bytes (the command reads stdin.buffer) or text
             try:
-                request = json.loads(line)
-            except json.JSONDecodeError as err:
-                response, keep = {"ok": False, "error": f"not valid JSON: {err}"}, True
+                text = line.decode("utf-8") if isinstance(line, bytes) else line
+            except UnicodeDecodeError as err:
+                response, keep = {"ok": False, "error": f"a request must be UTF-8 text ({err})"}, True
             else:
-                response, keep = self.handle(request)
+                if not text.strip():
+                    continue
+                try:
+                    request = json.loads(text)
+                except (json.JSONDecodeError, RecursionError) as err:
+                    response, keep = {"ok": False, "error": f"not valid JSON: {err}"}, True
+                else:
+                    response, keep = self.handle(request)
             stdout.write(json.dumps(response) + "\n")
             stdout.flush()
             if not keep:

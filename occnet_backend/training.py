@@ -554,6 +554,10 @@ class OccupancyTrainer:
         if payload.get("format") != TRAIN_FORMAT:
             raise ValueError(f"{path}: a {payload.get('format')!r} checkpoint holds no training state; "
                              f"resume needs a {TRAIN_FORMAT!r} file (CHECKPOINT_DIR/last.pt)")
+        missing = [k for k in ("model_class", "model", "optimizer", "step", "epoch") if k not in payload]
+        if missing or not isinstance(payload.get("step"), int) or not isinstance(payload.get("epoch"), int):
+            raise ValueError(f"{path}: the training checkpoint lacks {', '.join(missing) or 'a valid step/epoch'}; "
+                             "it was not written by `train`, or was edited; resume from another checkpoint")
         if payload["model_class"] != type(self.model).__name__:
             raise ValueError(f"{path}: holds a {payload['model_class']}, but this trainer trains a "
                              f"{type(self.model).__name__}; use the same model settings as the saved run")

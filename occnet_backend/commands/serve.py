@@ -32,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write('{"event": "error", "message": %s}\n' % __import__("json").dumps(str(err)))
         return 1
     out = args.out or Path(tempfile.mkdtemp(prefix="occnet-serve-"))
-    MeshServer(model, out).serve(sys.stdin, sys.stdout)
+    MeshServer(model, out).serve(sys.stdin.buffer, sys.stdout)  # bytes: a non-UTF-8 line is answered, not fatal
     return 0
