@@ -7,11 +7,18 @@ Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
+import shutil
+import signal
 import sys
+from pathlib import Path
 
 from occnet_backend.allocator import keep_freed_memory
+
+EXIT_CANCELLED = 130  # SIGINT or SIGTERM: `fit` and `train` finish the step and save first
 
 # name -> (module, one-line help). Keep in the order a user meets them.
 COMMANDS: dict[str, str] = {
@@ -49,4 +56,52 @@ def main(argv: list[str] | None = None) -> int:
     args = sub.parse_args(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     keep_freed_memory()
-    return int(module.run(args) or 0)
+    from occnet_backend.events import EventWriter
+
+    events = EventWriter(enabled=getattr(args, "events", None) == "jsonl")
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        return _fail(f"--out {out} is a file, not a folder; give a folder (it is created when missing)", events)
+    # SIGTERM ends a command like Ctrl-C (cleanly: workers stopped, a `done` event, exit 130);
+    # train and fit replace this while they train, to finish the step and save first
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        events.emit("done", status="cancelled")
+        return EXIT_CANCELLED
+    except OSError as err:
+        return _fail(describe_os_error(err, out), events)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _fail(message: str, events) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    events.emit("error", message=message)
+    events.emit("done", status="error")
+    return 1
+
+
+def describe_os_error(err: OSError, out: "os.PathLike | None" = None) -> str:
+    """A filesystem error as one line: which path, what happened, what to do."""
+    path = err.filename or out or "a file"
+    if err.errno == errno.ENOSPC:
+        try:
+            free = shutil.disk_usage(Path(path) if Path(path).is_dir() else Path(path).parent).free / 1e6
+            room = f" ({free:.0f} MB free there)"
+        except OSError:
+            room = ""
+        return f"{path}: no space left on the disk{room}; free some space or choose --out on another disk"
+    if err.errno == errno.EROFS:
+        return f"{path}: the file system is read-only; choose an --out folder you can write to"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"{path}: permission denied; choose an --out folder you can write to, or fix its permissions"
+    if err.errno == errno.ENOTDIR:
+        return f"{path}: a file stands where a folder is needed; give another --out"
+    if err.errno == errno.EISDIR:
+        return f"{path}: is a folder where a file is needed"
+    return f"{path}: {err.strerror or err}"

@@ -14,6 +14,7 @@ blend between them. Every output is written atomically into the output folder:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -78,7 +79,7 @@ class FitSettings:
 class FitResult:
     shape_ids: list[str]
     mesh_paths: dict[str, Path]
-    checkpoint: Path
+    checkpoint: Path | None  # None when cancelled before training
     metrics: dict
     status: str = "ok"
     history: list[dict] = field(default_factory=list)
@@ -143,6 +144,7 @@ def fit_meshes(
     if not inputs:
         raise ValueError("give at least one mesh file to fit")
     out_dir = Path(out_dir)
+    check_output_folder(out_dir, [Path(p) for p in inputs])
     timings: dict[str, float] = {}
     device = resolve_device(s.device)
 
@@ -153,8 +155,12 @@ def fit_meshes(
     config = SamplingConfig(
         num_uniform=s.cached_points - num_near, num_near=num_near, uniform_box=TRAIN_BOX, seed=s.seed
     )
-    report = prepare_dataset(out_dir / "data", inputs, config=config, split=(1.0, 0.0, 0.0), seed=s.seed,
-                             workers=min(s.workers, len(inputs)))
+    try:
+        report = prepare_dataset(out_dir / "data", inputs, config=config, split=(1.0, 0.0, 0.0), seed=s.seed,
+                                 workers=min(s.workers, len(inputs)))
+    except KeyboardInterrupt:  # SIGINT / SIGTERM while preparing: nothing trained, nothing to save
+        log.warning("cancelled while preparing the data")
+        return FitResult([], {}, None, {}, "cancelled", [])
     timings["prepare_s"] = time.perf_counter() - start
 
     # 2. train one model on all shapes
@@ -184,15 +190,37 @@ def fit_meshes(
     if status == "cancelled":
         return FitResult(shape_ids, {}, checkpoint, {}, status, history)
 
-    # 3. extract and 4. evaluate each shape
-    from occnet_backend.extraction import extract_mesh
-    from occnet_backend.meshes import load_mesh, to_unit_cube
-    from occnet_backend.metrics import evaluate_mesh
-    from occnet_backend.viz import mesh_occupancy_fn, plot_occupancy_slices, plot_training_curves
+    # 3. extract and 4. evaluate each shape; a signal now stops between steps (see _signals_deferred)
+    from occnet_backend.viz import plot_training_curves
 
     events.emit("stage", name="extract")
     per_shape, mesh_paths = {}, {}
+    with _signals_deferred() as stop:
+        status = _extract_and_evaluate(model, shape_ids, samples, s, out_dir, events, per_shape, mesh_paths, stop)
+        if status == "cancelled":
+            return FitResult(shape_ids, mesh_paths, checkpoint, {}, status, history)
+        plot_training_curves(history, out_dir / "training_curve.png", title="fit")
+        precision = str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "float32"
+        summary = {"shapes": per_shape, "timings": timings, "device": str(device), "training_precision": precision,
+                   "training_precision_reason": trainer.precision, "settings": s.__dict__}
+        atomic_write_bytes(out_dir / "metrics.json", json.dumps(jsonable(summary), indent=2).encode())
+    return FitResult(shape_ids, mesh_paths, checkpoint, summary, status, history)
+
+
+def _extract_and_evaluate(model, shape_ids: list[str], samples: dict, s: FitSettings, out_dir: Path,
+                          events: EventWriter, per_shape: dict, mesh_paths: dict, stop) -> str:
+    """Stages 3 and 4 for every shape; 'cancelled' when `stop()` turned true between two steps.
+    A signal never interrupts scipy or marching cubes (a KeyboardInterrupt raised inside cKDTree
+    once crashed the process with a segmentation fault)."""
+    from occnet_backend.datafolder import mesh_path as report_mesh_path
+    from occnet_backend.extraction import extract_mesh
+    from occnet_backend.meshes import load_mesh, to_unit_cube
+    from occnet_backend.metrics import evaluate_mesh
+    from occnet_backend.viz import mesh_occupancy_fn, plot_occupancy_slices
+
     for index, sid in enumerate(shape_ids):
+        if stop():
+            return "cancelled"
         start = time.perf_counter()
         logit_fn = shape_logit_fn(model, index)
         mesh = extract_mesh(logit_fn, resolution=s.resolution, threshold=s.threshold)
@@ -201,6 +229,8 @@ def fit_meshes(
         world = (mesh["vertices"].astype(np.float64) * sample["scale"] + sample["center"]).astype(np.float32)
         mesh_paths[sid] = write_ply(out_dir / "meshes" / f"{sid}.ply", world, mesh["faces"])
         events.emit("mesh", shape_id=sid, path=str(mesh_paths[sid].resolve()))
+        if stop():
+            return "cancelled"
 
         start = time.perf_counter()
         in_box = np.all(np.abs(sample["uniform_points"]) <= IOU_BOX, axis=1)
@@ -208,6 +238,8 @@ def fit_meshes(
             mesh["vertices"], mesh["faces"], sample["surface_points"], sample["surface_normals"],
             sample["uniform_points"][in_box], sample["uniform_occupancy"][in_box],
         )
+        if stop():
+            return "cancelled"
         source = load_mesh(report_mesh_path(out_dir / "data", sid))
         plot_occupancy_slices(
             logit_fn, mesh_occupancy_fn(to_unit_cube(source.vertices, sample["center"], sample["scale"]), source.faces),
@@ -217,13 +249,73 @@ def fit_meshes(
                        evaluations=mesh["stats"]["evaluations"])
         per_shape[sid] = metrics
         events.emit("metrics", shape_id=sid, **metrics)
-    plot_training_curves(history, out_dir / "training_curve.png", title="fit")
-    precision = str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "float32"
-    summary = {"shapes": per_shape, "timings": timings, "device": str(device), "training_precision": precision,
-               "training_precision_reason": trainer.precision,
-               "settings": s.__dict__}
-    atomic_write_bytes(out_dir / "metrics.json", json.dumps(jsonable(summary), indent=2).encode())
-    return FitResult(shape_ids, mesh_paths, checkpoint, summary, status, history)
+    return "cancelled" if stop() else "ok"
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT/SIGTERM only set a flag (yielded as a callable) while the block runs; a second
+    signal raises KeyboardInterrupt, as the trainer does. Outside the main thread: no change."""
+    import signal
+    import threading
+
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: flag["stop"]
+        return
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+        log.warning("%s: stopping after the current step of extraction/evaluation", signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: flag["stop"]
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+FIT_OUTPUTS = ("data", "meshes", "checkpoint.pt", "metrics.json", "training_curve.png", "live")
+
+
+def check_output_folder(out_dir: Path, inputs: list[Path]) -> None:
+    """Refuses an --out that would overwrite an input or mix with a foreign folder's files, and
+    starts an earlier fit's folder clean (its other shapes would otherwise be trained again).
+
+    Raises ValueError saying which file and what to do."""
+    out = out_dir.resolve()
+    written = [out / "data", out / "meshes"]
+    for path in inputs:
+        real = path.resolve()
+        if any(real == w or w in real.parents for w in written):
+            raise ValueError(f"{path} lies where fit writes its results (--out {out_dir}: data/, meshes/, "
+                             "checkpoint.pt, ...) and could be overwritten; choose an --out folder outside the "
+                             "input's folder, e.g. a new one")
+    if not out.is_dir():
+        return
+    foreign = sorted(p.name for p in out.iterdir()
+                     if p.name not in FIT_OUTPUTS and not p.name.startswith((".", "slices_")))
+    if foreign:
+        shown = ", ".join(repr(n) for n in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise ValueError(f"--out {out_dir} holds files fit did not write ({shown}); give an empty or new folder "
+                         "(or the folder of an earlier fit, which is then started clean)")
+    from occnet_backend.datafolder import shape_id_from_path
+
+    keep = {shape_id_from_path(p) for p in inputs}
+    removed = []
+    for stale in sorted((out / "data" / "meshes").glob("*")) if (out / "data" / "meshes").is_dir() else []:
+        if stale.is_file() and shape_id_from_path(stale) not in keep:
+            sid = shape_id_from_path(stale)
+            for path in (stale, out / "data" / "cache" / f"{sid}.npz", out / "meshes" / f"{sid}.ply",
+                         out / f"slices_{sid}.png"):
+                path.unlink(missing_ok=True)
+            removed.append(sid)
+    if removed:
+        log.warning("--out %s held an earlier fit of %s: starting clean (those shapes were removed from it)",
+                    out_dir, ", ".join(removed))
 
 
 def shape_logit_fn(model: torch.nn.Module, index: int):

@@ -144,3 +144,154 @@ def test_crafted_checkpoints_are_refused_before_anything_is_built(sphere_checkpo
     (tmp_path / "run.json").write_text((tmp_path / "run.yaml").read_text())
     result = backend("train", "--config", tmp_path / "run.json", "--resume", tmp_path / "empty.pt")
     one_line_error(result, "empty.pt: the training checkpoint lacks model_class, model, optimizer, step, epoch")
+
+
+# ---- outputs that overlap inputs, folders reused ------------------------------------------------
+
+FAST_FIT = ("--steps", "20", "--resolution", "32", "--width", "16", "--depth", "1", "--cached-points", "4000",
+            "--device", "cpu", "--workers", "1")
+
+
+def test_fit_never_writes_over_its_input(tmp_path):
+    (tmp_path / "u" / "meshes").mkdir(parents=True)
+    trimesh.creation.icosphere().export(tmp_path / "u" / "meshes" / "sphere.ply")
+    before = (tmp_path / "u" / "meshes" / "sphere.ply").read_bytes()
+    result = backend("fit", tmp_path / "u" / "meshes" / "sphere.ply", "--out", tmp_path / "u", *FAST_FIT)
+    one_line_error(result, "sphere.ply lies where fit writes its results", "choose an --out folder outside")
+    assert (tmp_path / "u" / "meshes" / "sphere.ply").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "u").iterdir()) == ["meshes"], "a refused fit wrote something"
+
+
+def test_fit_refuses_a_foreign_folder_and_starts_an_earlier_fit_clean(tmp_path):
+    trimesh.creation.icosphere().export(tmp_path / "sphere.obj")
+    trimesh.creation.box().export(tmp_path / "box.obj")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    one_line_error(backend("fit", tmp_path / "box.obj", "--out", tmp_path / "notes", *FAST_FIT),
+                   "holds files fit did not write ('todo.txt')")
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+    run = tmp_path / "run"
+    assert backend("fit", tmp_path / "sphere.obj", "--out", run, *FAST_FIT).returncode == 0
+    result = backend("fit", tmp_path / "box.obj", "--out", run, *FAST_FIT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "held an earlier fit of sphere: starting clean" in result.stderr
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["shape_ids"] == ["box"]
+    assert sorted(p.name for p in (run / "meshes").iterdir()) == ["box.ply"] and not (run / "slices_sphere.png").exists()
+
+
+def test_out_that_is_a_file_is_one_clear_line(tmp_path):
+    (tmp_path / "taken").write_text("x")
+    trimesh.creation.box().export(tmp_path / "box.obj")
+    for command in (("fit", tmp_path / "box.obj", *FAST_FIT), ("prepare", tmp_path / "box.obj")):
+        result = backend(*command, "--out", tmp_path / "taken", "--events", "jsonl")
+        one_line_error(result, f"--out {tmp_path / 'taken'} is a file, not a folder")
+        assert [json.loads(l)["event"] for l in result.stdout.splitlines()] == ["error", "done"]
+    assert (tmp_path / "taken").read_text() == "x"
+
+
+# ---- filesystem errors --------------------------------------------------------------------------
+
+def test_read_only_output_folder_is_one_clear_line(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders; the tmpfs test below covers root")
+    trimesh.creation.box().export(tmp_path / "box.obj")
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    result = backend("prepare", tmp_path / "box.obj", "--out", tmp_path / "ro" / "data", "--events", "jsonl")
+    one_line_error(result, "permission denied")
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 3 MB tmpfs (root only): a disk that fills up, then the same read-only."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("needs root to mount a tmpfs")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_full_and_read_only_disks_are_one_clear_line(tmp_path, small_tmpfs):
+    import trimesh as tm
+
+    tm.creation.icosphere(subdivisions=6).export(tmp_path / "big.ply")  # ~2 MB: the copy fills most of 3 MB
+    (small_tmpfs / "filler").write_bytes(b"\0" * (2 * 1024 * 1024))
+    for command in (("prepare", tmp_path / "big.ply", "--workers", "1"), ("fit", tmp_path / "big.ply", *FAST_FIT)):
+        result = backend(*command, "--out", small_tmpfs / f"out_{command[0]}", "--events", "jsonl")
+        one_line_error(result, "no space left on the disk", "MB free there")
+        assert [json.loads(l)["event"] for l in result.stdout.splitlines()][-2:] == ["error", "done"]
+    leftovers = [p for p in small_tmpfs.rglob("*") if p.is_file() and p.name != "filler" and p.suffix == ".tmp"]
+    assert not leftovers, f"half-written files left: {leftovers}"
+    (small_tmpfs / "filler").unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    result = backend("prepare", tmp_path / "big.ply", "--out", small_tmpfs / "ro", "--workers", "1")
+    one_line_error(result, "the file system is read-only")
+
+
+# ---- signals at each stage of fit, and during a parallel prepare ---------------------------------
+
+def _stage_events(proc: subprocess.Popen, until) -> list[dict]:
+    seen = []
+    deadline = time.monotonic() + 240
+    for line in proc.stdout:
+        if line.startswith("{"):
+            seen.append(json.loads(line))
+            if until(seen[-1]):
+                return seen
+        assert time.monotonic() < deadline, "the stage never came"
+    return seen
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(proc.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.parametrize("stage, sig", [("prepare", signal.SIGINT), ("prepare", signal.SIGTERM),
+                                        ("train", signal.SIGINT), ("extract", signal.SIGINT),
+                                        ("evaluate", signal.SIGINT), ("evaluate", signal.SIGTERM)])
+def test_cancel_is_safe_at_every_stage_of_fit(tmp_path, suzanne, stage, sig):
+    trimesh.Trimesh(*suzanne).export(tmp_path / "a.ply")
+    trimesh.creation.icosphere(subdivisions=4).export(tmp_path / "b.ply")
+    args = ["fit", tmp_path / "a.ply", tmp_path / "b.ply", "--out", tmp_path / "out", "--events", "jsonl",
+            "--steps", "3000" if stage == "train" else "30", "--resolution", "128" if stage != "train" else "32",
+            "--width", "32", "--depth", "2", "--device", "cpu"]
+    args += ["--workers", "2", "--cached-points", "400000"] if stage == "prepare" else ["--workers", "1", "--cached-points", "20000"]
+    proc = subprocess.Popen([sys.executable, "-m", "occnet_backend", *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    trigger = {"prepare": lambda e: e["event"] == "stage" and e["name"] == "prepare",
+               "train": lambda e: e["event"] == "progress" and e["step"] >= 5,
+               "extract": lambda e: e["event"] == "stage" and e["name"] == "extract",
+               "evaluate": lambda e: e["event"] == "mesh"}[stage]
+    _stage_events(proc, trigger)
+    time.sleep(1.5 if stage == "prepare" else 0.2)
+    workers = _children(proc.pid)
+    if stage == "prepare":
+        assert workers, "no worker processes were running yet: the test would not test them"
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    events = [json.loads(l) for l in stdout.splitlines() if l.startswith("{")]
+    assert proc.returncode == 130, (proc.returncode, stderr[-2000:])
+    assert "Traceback" not in stderr, stderr[-2000:]
+    assert events and events[-1]["event"] == "done" and events[-1]["status"] == "cancelled"
+    time.sleep(0.5)
+    assert not [w for w in workers if _alive(w)], "worker processes outlived the cancel"
+    assert not list((tmp_path / "out").rglob("*.tmp")), "half-written files left"
+    if stage != "prepare":
+        torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)  # the checkpoint is whole

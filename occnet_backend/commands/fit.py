@@ -14,9 +14,10 @@ import logging
 import sys
 from pathlib import Path
 
+from occnet_backend.cli import EXIT_CANCELLED
+
 HELP = "Reconstruct mesh files in one command: prepare, train, extract, evaluate."
 log = logging.getLogger(__name__)
-EXIT_CANCELLED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
         events.emit("error", message=str(err))
         events.emit("done", status="error")
         return 1
-    events.emit("done", status=result.status, out=str(args.out.resolve()))
+    events.emit("done", status=result.status, out=str(args.out.resolve()),
+                checkpoint=str(result.checkpoint.resolve()) if result.checkpoint else None)
     if result.status == "cancelled":
-        print(f"cancelled; checkpoint saved to {result.checkpoint}", file=sys.stderr)
+        saved = f"checkpoint saved to {result.checkpoint}" if result.checkpoint else "nothing was trained yet"
+        print(f"cancelled; {saved}", file=sys.stderr)
         return EXIT_CANCELLED
     for sid, m in result.metrics["shapes"].items():
         print(

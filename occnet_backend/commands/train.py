@@ -22,9 +22,10 @@ import logging
 import sys
 from pathlib import Path
 
+from occnet_backend.cli import EXIT_CANCELLED
+
 HELP = "Train a model from a config file (YAML/JSON): checkpoints, resume, TensorBoard, torchrun DDP."
 log = logging.getLogger(__name__)
-EXIT_CANCELLED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
