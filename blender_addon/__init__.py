@@ -93,7 +93,7 @@ def unregister() -> None:
 
     job = jobs.active_job()
     if job is not None:
-        job.abort()
+        job.abort("the add-on was disabled")
     live.shutdown()  # the slider servers: EOF first, so they end cleanly
     backend.shutdown_all()
     if _abort_on_load in bpy.app.handlers.load_pre:

@@ -196,6 +196,11 @@ def resolve_python(preference: str = "", work_dir: str | None = None, *, check: 
         if not python:
             continue
         python = os.path.expanduser(python)
+        if os.path.isdir(python):
+            raise OccNetError(
+                f"Backend Python '{python}' (from {origin}) is a folder; give the interpreter file inside it "
+                f"(e.g. {os.path.join(python, 'bin', 'python')})."
+            )
         if not os.path.isfile(python):
             raise OccNetError(
                 f"Backend Python '{python}' (from {origin}) does not exist. Fix the path, or clear it to auto-detect."

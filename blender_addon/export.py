@@ -112,6 +112,12 @@ def world_triangles(ob: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> tup
         tris = tris[:, ::-1]
     if not np.all(np.isfinite(world)):
         raise OccNetError(f"'{ob.name}' has non-finite vertex positions (NaN or infinity); fix its transform or geometry.")
+    size = world.max(axis=0) - world.min(axis=0)
+    if size.max() <= 1e-9 * max(1.0, float(np.abs(world).max())):
+        raise OccNetError(
+            f"'{ob.name}' has no size in world space ({size[0]:g} x {size[1]:g} x {size[2]:g} after modifiers and "
+            "transforms: a scale of 0?); fix its scale (N panel > Item > Scale) or deselect it."
+        )
     return world.astype(np.float32), np.ascontiguousarray(tris)
 
 

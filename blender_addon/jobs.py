@@ -113,6 +113,7 @@ class Job:
         self.process: backend.BackendProcess | None = None
         self.started_at = 0.0
         self.result_objects: list[str] = []
+        self.aborted_because = ""
 
     # -- running -------------------------------------------------------------------------------
     @property
@@ -163,9 +164,12 @@ class Job:
     def cancelling(self) -> bool:
         return self.process is not None and self.process.cancel_requested_at is not None
 
-    def abort(self) -> None:
-        """Kills the backend now and forgets the job (file loaded, add-on unregistered)."""
+    def abort(self, reason: str = "") -> None:
+        """Kills the backend now and forgets the job (file loaded, add-on unregistered, an error);
+        ``reason`` is what a later message says instead of "killed by SIGKILL (out of memory?)"."""
         global _ACTIVE
+        if reason and not self.aborted_because:
+            self.aborted_because = reason
         if self.process is not None:
             self.process.kill()
             self.process.cleanup()
@@ -181,6 +185,8 @@ class Job:
         log = str(self.log_path)
         if self.state.done == "cancelled" or (proc.cancel_requested_at is not None):
             return OccNetCancelled("Reconstruction cancelled; the scene is unchanged.", log_path=log)
+        if self.aborted_because:
+            return OccNetCancelled(f"Reconstruction stopped: {self.aborted_because}.", log_path=log)
         tail = proc.log_tail()
         if self.state.error:
             reason = f"The backend reported an error: {self.state.error}"

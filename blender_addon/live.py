@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import bpy
+import numpy as np
 from bpy.app.handlers import persistent
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, PointerProperty, StringProperty
 
@@ -353,6 +354,8 @@ def _apply(ob: bpy.types.Object, response: dict[str, Any], values: dict[str, Any
     if not response.get("ok"):
         raise OccNetError(f"The backend could not update '{ob.name}': {response.get('error', 'unknown error')}")
     vertices, faces = _read_response_mesh(response)
+    if not np.isfinite(vertices).all():
+        raise OccNetError(f"The updated mesh of '{ob.name}' has non-finite vertex positions; the previous mesh is kept.")
     if len(faces) == 0:
         what = f"threshold {values.get('threshold')}" + (f", weights {values['weights']}" if "weights" in values else "")
         raise OccNetError(f"No surface for '{ob.name}' at {what}; the previous mesh is kept. "

@@ -156,7 +156,7 @@ class OCCNET_OT_reconstruct(bpy.types.Operator):
         """Blender ends the modal (file loaded, window closed): kill the backend, import nothing."""
         self._stop(context)
         if self._job is not None:
-            self._job.abort()
+            self._job.abort("Blender ended the operator (a file was loaded or the window closed)")
             self._job = None
 
     # -- helpers ---------------------------------------------------------------------------------

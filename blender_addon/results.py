@@ -179,6 +179,9 @@ def import_results(scene: bpy.types.Scene, specs: list[ResultSpec]) -> list[bpy.
             vertices, faces = plyio.read_ply(spec.path)
         except plyio.PLYError as err:
             raise OccNetError(f"The result for '{', '.join(spec.sources)}' cannot be read: {err}") from None
+        if not np.isfinite(vertices).all():
+            raise OccNetError(f"The result for '{', '.join(spec.sources)}' ({spec.path}) has non-finite vertex "
+                              "positions (NaN or infinity); the scene is unchanged. Reconstruct again.")
         if len(faces) == 0:
             raise OccNetError(
                 f"The reconstruction of '{', '.join(spec.sources)}' is empty (no surface at threshold "

@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     name = argv[0]
+    dashed = next((a for a in argv[1:] if a.startswith("-") and len(a) > 1 and Path(a).exists()), None)
+    if dashed is not None:  # argparse would read it as an option and say "required: meshes"
+        print(f"error: {dashed!r} is a file whose name starts with '-'; write ./{dashed} so it is not read as an "
+              "option", file=sys.stderr)
+        return 2
     module = importlib.import_module(f"occnet_backend.commands.{name.replace('-', '_')}")
     sub = argparse.ArgumentParser(prog=f"python -m occnet_backend {name}", description=COMMANDS[name])
     module.add_arguments(sub)

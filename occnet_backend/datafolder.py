@@ -393,6 +393,7 @@ def _atomic_copy(source: Path, dest: Path) -> None:
         shutil.copyfile(source, tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a dataset folder is meant to be shared
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

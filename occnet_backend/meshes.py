@@ -42,6 +42,31 @@ class LoadedMesh:
     dropped_degenerate_faces: int = 0
 
 
+TEXT_FORMATS = (".obj", ".off")
+
+
+def _explain_unreadable(path: Path, ext: str) -> None:
+    """A specific MeshError when a file without faces is really garbage or a truncated PLY."""
+    head = path.read_bytes()[:4096]
+    if ext in TEXT_FORMATS or (ext == ".stl" and head.lstrip().startswith(b"solid")):
+        binary = sum(b < 9 or 13 < b < 32 or b == 127 for b in head) + head.count(0)
+        if binary > len(head) // 20:
+            raise MeshError(f"{path}: is not a text {ext[1:].upper()} file (its bytes are not text); it may be damaged or "
+                            "another format renamed: re-export it from your 3D application")
+    if ext == ".stl" and len(head) >= 84 and not head.lstrip().startswith(b"solid"):
+        declared = int.from_bytes(head[80:84], "little")
+        if 84 + 50 * declared != path.stat().st_size:
+            raise MeshError(f"{path}: is not a valid binary STL (it declares {declared:,} triangles but holds "
+                            f"{path.stat().st_size:,} bytes); it may be damaged or another format renamed: re-export it")
+    if ext == ".ply" and head.startswith(b"ply"):
+        header = head.split(b"end_header", 1)[0].decode("ascii", "replace")
+        for line in header.splitlines():
+            parts = line.split()
+            if parts[:2] == ["element", "face"] and len(parts) > 2 and parts[2].isdigit() and int(parts[2]) > 0:
+                raise MeshError(f"{path}: is truncated or damaged: its header declares {int(parts[2]):,} faces but none "
+                                "could be read; re-export it")
+
+
 def load_mesh(path: str | os.PathLike) -> LoadedMesh:
     """Read a mesh file (obj/ply/off/stl/glb/gltf), merge all its parts, and validate it.
 
@@ -77,6 +102,7 @@ def load_mesh(path: str | os.PathLike) -> LoadedMesh:
 
     meshes = [g for g in geometries if isinstance(g, trimesh.Trimesh) and len(g.faces) > 0]
     if not meshes:
+        _explain_unreadable(path, ext)
         has_points = any(len(getattr(g, "vertices", ())) > 0 for g in geometries)
         if has_points:
             raise MeshError(

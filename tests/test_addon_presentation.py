@@ -208,3 +208,40 @@ def test_a_second_job_cannot_start_while_one_runs(blender, tmp_path):
                     on_event=on_event)
     assert nested == ["A reconstruction is already running; wait for it or cancel it first."]
     assert backend.live_processes() == [] and jobs.active_job() is None
+
+
+def test_bad_objects_and_files_get_specific_messages(blender, tmp_path, monkeypatch):
+    from blender_addon import api
+
+    bpy.ops.mesh.primitive_cube_add()
+    cube = bpy.context.active_object
+    cube.scale = (0, 0, 0)
+    with pytest.raises(OccNetError, match=r"'Cube' has no size in world space \(0 x 0 x 0 .*a scale of 0\?\)"):
+        api.reconstruct([cube], verbose=False)
+    # a result file with NaN vertices is refused before the scene changes
+    cube.scale = (1, 1, 1)
+    path = tmp_path / "nan.ply"
+    plyio.write_ply(path, np.array([[0, 0, 0], [1, np.nan, 0], [0, 1, 0]], np.float32), np.array([[0, 1, 2]]))
+    spec = results.ResultSpec(shape_id="Cube", sources=["Cube"], path=str(path))
+    before = sorted(ob.name for ob in bpy.data.objects)
+    with pytest.raises(OccNetError, match="non-finite vertex positions"):
+        results.import_results(bpy.context.scene, [spec])
+    assert sorted(ob.name for ob in bpy.data.objects) == before
+    # a folder given as the interpreter
+    monkeypatch.setenv(backend.ENV_PYTHON, str(tmp_path))
+    with pytest.raises(OccNetError, match=r"is a folder; give the interpreter file inside it"):
+        backend.resolve_python("")
+
+
+def test_a_job_the_add_on_ends_itself_says_why(blender, tmp_path):
+    bpy.ops.mesh.primitive_cube_add()
+    job = jobs.Job([bpy.context.active_object], backend.FitSettings(steps=100000, points=512, width=16, depth=1,
+                                                                     resolution=32, device="cpu"),
+                   scene=bpy.context.scene, depsgraph=bpy.context.evaluated_depsgraph_get())
+    job.start()
+    job.abort("another file was loaded, so there is no scene to import into")
+    while not job.poll():
+        time.sleep(0.05)
+    with pytest.raises(OccNetError, match="Reconstruction stopped: another file was loaded") as info:
+        job.finish()
+    assert "SIGKILL" not in str(info.value) and "out of memory" not in str(info.value)

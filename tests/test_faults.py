@@ -26,9 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def backend(*args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "occnet_backend", *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, **kwargs)
+def backend(*args, cwd=REPO, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "occnet_backend", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=600, env=env, **kwargs)
 
 
 def one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -295,3 +296,31 @@ def test_cancel_is_safe_at_every_stage_of_fit(tmp_path, suzanne, stage, sig):
     assert not list((tmp_path / "out").rglob("*.tmp")), "half-written files left"
     if stage != "prepare":
         torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)  # the checkpoint is whole
+
+
+# ---- weak messages made specific ----------------------------------------------------------------
+
+def test_garbage_and_truncated_meshes_say_what_they_are(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "noise.obj").write_bytes(rng.integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    (tmp_path / "noise.stl").write_bytes(rng.integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    trimesh.creation.box().export(tmp_path / "box.ply", encoding="ascii")
+    text = (tmp_path / "box.ply").read_text()
+    (tmp_path / "cut.ply").write_text(text[: text.index("\n3 ")])
+    for name, message in (("noise.obj", "is not a text OBJ file"), ("noise.stl", "is not a valid binary STL"),
+                          ("cut.ply", "is truncated or damaged: its header declares 12 faces")):
+        result = backend("prepare", tmp_path / name, "--out", tmp_path / f"data_{name}", "--workers", "1")
+        one_line_error(result, message)
+        assert "check that the export selected the objects" not in result.stderr
+
+
+def test_a_file_named_like_an_option_gets_a_hint(tmp_path):
+    trimesh.creation.box().export(tmp_path / "-dash.obj")
+    result = backend("fit", "-dash.obj", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2 and "write ./-dash.obj" in result.stderr and "required" not in result.stderr
+
+
+def test_dataset_copies_are_readable_by_others(tmp_path):
+    trimesh.creation.box().export(tmp_path / "box.obj")
+    assert backend("prepare", tmp_path / "box.obj", "--out", tmp_path / "data", "--workers", "1").returncode == 0
+    assert (tmp_path / "data" / "meshes" / "box.obj").stat().st_mode & 0o777 == 0o644
