@@ -14,7 +14,6 @@ blend between them. Every output is written atomically into the output folder:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -134,7 +133,6 @@ def fit_meshes(
     Raises ValueError (MeshError, DatasetError...) with a message naming the bad input.
     """
     from occnet_backend.datafolder import load_samples, prepare_dataset
-    from occnet_backend.datafolder import mesh_path as report_mesh_path
     from occnet_backend.dataset import OccupancyDataset
     from occnet_backend.sampling import SamplingConfig
     from occnet_backend.training import OccupancyTrainer, resolve_device
@@ -190,12 +188,13 @@ def fit_meshes(
     if status == "cancelled":
         return FitResult(shape_ids, {}, checkpoint, {}, status, history)
 
-    # 3. extract and 4. evaluate each shape; a signal now stops between steps (see _signals_deferred)
+    # 3. extract and 4. evaluate each shape; a signal now stops between steps (see signals_deferred)
+    from occnet_backend.signals import signals_deferred
     from occnet_backend.viz import plot_training_curves
 
     events.emit("stage", name="extract")
     per_shape, mesh_paths = {}, {}
-    with _signals_deferred() as stop:
+    with signals_deferred() as stop:
         status = _extract_and_evaluate(model, shape_ids, samples, s, out_dir, events, per_shape, mesh_paths, stop)
         if status == "cancelled":
             return FitResult(shape_ids, mesh_paths, checkpoint, {}, status, history)
@@ -250,32 +249,6 @@ def _extract_and_evaluate(model, shape_ids: list[str], samples: dict, s: FitSett
         per_shape[sid] = metrics
         events.emit("metrics", shape_id=sid, **metrics)
     return "cancelled" if stop() else "ok"
-
-
-@contextlib.contextmanager
-def _signals_deferred():
-    """SIGINT/SIGTERM only set a flag (yielded as a callable) while the block runs; a second
-    signal raises KeyboardInterrupt, as the trainer does. Outside the main thread: no change."""
-    import signal
-    import threading
-
-    flag = {"stop": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: flag["stop"]
-        return
-
-    def handler(signum, frame):
-        if flag["stop"]:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-        log.warning("%s: stopping after the current step of extraction/evaluation", signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield lambda: flag["stop"]
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 FIT_OUTPUTS = ("data", "meshes", "checkpoint.pt", "metrics.json", "training_curve.png", "live")

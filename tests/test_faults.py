@@ -324,3 +324,27 @@ def test_dataset_copies_are_readable_by_others(tmp_path):
     trimesh.creation.box().export(tmp_path / "box.obj")
     assert backend("prepare", tmp_path / "box.obj", "--out", tmp_path / "data", "--workers", "1").returncode == 0
     assert (tmp_path / "data" / "meshes" / "box.obj").stat().st_mode & 0o777 == 0o644
+
+
+def test_eval_and_train_siblings(tmp_path, suzanne, small_tmpfs):
+    """The same faults on the other commands: SIGINT during eval's scoring (scipy inside) is a clean
+    cancel with nothing written; train on a full disk is one line."""
+    trimesh.Trimesh(*suzanne).export(tmp_path / "a.ply")
+    run = tmp_path / "run"
+    assert backend("fit", tmp_path / "a.ply", "--out", run, *FAST_FIT).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "occnet_backend", "eval", "--checkpoint", str(run / "checkpoint.pt"),
+                             "--data", str(run / "data"), "--split", "train", "--out", str(tmp_path / "eval"),
+                             "--resolution", "256"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # torch imported, scoring under way
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, (proc.returncode, stderr[-2000:])
+    assert not (tmp_path / "eval").exists() or not list((tmp_path / "eval").iterdir())
+
+    (small_tmpfs / "filler").write_bytes(b"\0" * (3 * 1024 * 1024 - 64 * 1024))
+    (tmp_path / "run.json").write_text(json.dumps({
+        "model": {"dim_hidden": 64, "num_layers": 3},
+        "dataset": {"type": "synthetic", "num_samples": 1, "num_points": 64, "batch_size": 1},
+        "trainer": {"device": "cpu", "max_steps": 2, "progress_bar": False}}))
+    result = backend("train", "--config", tmp_path / "run.json", "--out", small_tmpfs / "train", "--events", "jsonl")
+    one_line_error(result, "no space left on the disk")

@@ -84,14 +84,25 @@ def evaluation_samples(data: Path, split: str):
                                  "surface_points": surface, "surface_normals": normals}
 
 
-def run(args: argparse.Namespace) -> int:
+def _score(model, payload: dict, sid: str, sample: dict, args: argparse.Namespace) -> dict:
     import numpy as np
-    from occnet_backend.events import jsonable
-    from occnet_backend.extraction import check_resolution, extract_mesh, threshold_to_logit
-    from occnet_backend.files import atomic_write_bytes
-    from occnet_backend.checkpoints import load_checkpoint, model_from_payload
+
+    from occnet_backend.extraction import extract_mesh
     from occnet_backend.fitting import IOU_BOX
     from occnet_backend.metrics import evaluate_mesh
+
+    mesh = extract_mesh(_logit_fn(model, payload, sid, sample), resolution=args.resolution, threshold=args.threshold)
+    in_box = np.all(np.abs(sample["uniform_points"]) <= IOU_BOX, axis=1)
+    return evaluate_mesh(mesh["vertices"], mesh["faces"], sample["surface_points"], sample["surface_normals"],
+                         sample["uniform_points"][in_box], sample["uniform_occupancy"][in_box])
+
+
+def run(args: argparse.Namespace) -> int:
+    from occnet_backend.checkpoints import load_checkpoint, model_from_payload
+    from occnet_backend.events import jsonable
+    from occnet_backend.extraction import check_resolution, threshold_to_logit
+    from occnet_backend.files import atomic_write_bytes
+    from occnet_backend.signals import signals_deferred
     from occnet_backend.training import resolve_device
 
     try:
@@ -100,14 +111,14 @@ def run(args: argparse.Namespace) -> int:
         payload = load_checkpoint(args.checkpoint)
         model = model_from_payload(payload, args.checkpoint).to(resolve_device(args.device)).eval()
         rows = {}
-        for sid, sample in evaluation_samples(args.data, args.split):
-            mesh = extract_mesh(_logit_fn(model, payload, sid, sample), resolution=args.resolution,
-                                threshold=args.threshold)
-            in_box = np.all(np.abs(sample["uniform_points"]) <= IOU_BOX, axis=1)
-            rows[sid] = evaluate_mesh(mesh["vertices"], mesh["faces"], sample["surface_points"],
-                                      sample["surface_normals"], sample["uniform_points"][in_box],
-                                      sample["uniform_occupancy"][in_box])
-            print(f"{sid}: IoU {rows[sid]['iou']:.3f}  Chamfer-L1 {rows[sid]['chamfer_l1']:.4f}", file=sys.stderr)
+        with signals_deferred() as stop:
+            for sid, sample in evaluation_samples(args.data, args.split):
+                if stop():
+                    raise KeyboardInterrupt  # between shapes: nothing written, exit 130
+                rows[sid] = _score(model, payload, sid, sample, args)
+                print(f"{sid}: IoU {rows[sid]['iou']:.3f}  Chamfer-L1 {rows[sid]['chamfer_l1']:.4f}", file=sys.stderr)
+            if stop():
+                raise KeyboardInterrupt
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
