@@ -107,13 +107,14 @@ class MeshServer:
         if weights.shape != (n,) or not np.isfinite(weights).all():
             raise ValueError(f"'weights' must be a list of {n} finite numbers (one per learned shape), got {request['weights']!r}")
         if (weights < 0).any():
-            raise ValueError(f"'weights' must all be >= 0, got {request['weights']!r}")
+            raise ValueError(f"'weights' must be >= 0 with a positive sum (they are normalised to sum to 1), "
+                             f"got {request['weights']!r}")
         total = weights.sum()
         if not np.isfinite(total):
             raise ValueError(f"'weights' {request['weights']!r} are too large to add up; they are normalised to sum to 1, "
                              "so use e.g. [0.5, 0.5]")
         if total <= 0:
-            raise ValueError("'weights' must have a positive sum (they are normalised to sum to 1), got all zeros")
+            raise ValueError("'weights' must be >= 0 with a positive sum (they are normalised to sum to 1), got all zeros")
         return weights / total
 
     def _cache(self, weights: np.ndarray) -> GridCache:
