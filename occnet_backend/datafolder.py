@@ -385,6 +385,17 @@ def _prepare_one(task: tuple) -> dict:
         return {"shape_id": shape_id, "status": "error", "message": str(err), "path": str(source or "")}
 
 
+def _worker_init() -> None:
+    """In each prepare worker: SIGTERM (sent when the run is interrupted) raises, so an atomic write
+    in progress removes its temporary file instead of leaving it behind."""
+    import signal
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)  # quiet in multiprocessing's bootstrap, unlike KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _atomic_copy(source: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
@@ -530,7 +541,7 @@ def prepare_dataset(
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         ctx = multiprocessing.get_context("spawn")  # no fork-after-threads surprises; same on all OSes
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx)
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_worker_init)
         try:
             futures = [pool.submit(_prepare_one, t) for t in tasks]
             for fut in as_completed(futures):
