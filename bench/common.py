@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import trimesh
 
-from occnet_backend.labels import inside
+from occnet_backend.data.labels import inside
 
 
 def machine() -> str:

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from common import labelled_pool, machine, suzanne
-from occnet_backend.labels import inside
-from occnet_backend.models import OccupancyNetwork
+from occnet_backend.data.labels import inside
+from occnet_backend.models.network import OccupancyNetwork
 
 
 def train(width: int, steps: int) -> OccupancyNetwork:

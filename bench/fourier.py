@@ -17,8 +17,8 @@ import torch
 import trimesh
 
 from common import labelled_pool, machine, suzanne
-from occnet_backend.labels import inside
-from occnet_backend.models import OccupancyNetwork
+from occnet_backend.data.labels import inside
+from occnet_backend.models.network import OccupancyNetwork
 
 
 def run(config: dict, pool, test, steps: int, batch: int = 8192) -> dict:

@@ -28,8 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine, suzanne  # noqa: E402
-from occnet_backend.labels import inside  # noqa: E402
-from occnet_backend.meshes import normalization, to_unit_cube  # noqa: E402
+from occnet_backend.data.labels import inside  # noqa: E402
+from occnet_backend.data.meshes import normalization, to_unit_cube  # noqa: E402
 
 
 def punch_holes(vertices: np.ndarray, faces: np.ndarray, count: int, radius: float, seed: int = 0) -> np.ndarray:

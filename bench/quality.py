@@ -22,11 +22,12 @@ import numpy as np
 import trimesh
 
 from common import machine, package_meshes, suzanne
-from occnet_backend.datafolder import load_samples
-from occnet_backend.fitting import FitSettings, fit_meshes
-from occnet_backend.meshes import load_mesh, to_unit_cube
+from occnet_backend.data.folder import load_samples
+from occnet_backend.fitting import fit_meshes
+from occnet_contract.settings import FitSettings
+from occnet_backend.data.meshes import load_mesh, to_unit_cube
 from occnet_backend.metrics import evaluate_mesh
-from occnet_backend.training import resolve_amp, resolve_device
+from occnet_backend.training.precision import resolve_amp, resolve_device
 
 KEYS = ("iou", "chamfer_l1", "normal_consistency", "fscore", "watertight", "seconds")
 

@@ -31,10 +31,10 @@ from common import machine, suzanne  # noqa: E402
 
 
 def fit(folder: Path, steps: int, device: str) -> Path:
-    from blender_addon import plyio
+    from occnet_contract import ply
 
     vertices, faces = suzanne()
-    plyio.write_ply(folder / "Suzanne.ply", vertices, faces)
+    ply.write_ply(folder / "Suzanne.ply", vertices, faces)
     argv = [sys.executable, "-m", "occnet_backend", "fit", str(folder / "Suzanne.ply"), "--out", str(folder / "out"),
             "--steps", str(steps), "--device", device, "--resolution", "128"]
     start = time.perf_counter()

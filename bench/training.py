@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import machine  # noqa: E402
 
 from occnet_backend.allocator import keep_freed_memory  # noqa: E402
-from occnet_backend.conditional import ConditionalOccupancyNetwork  # noqa: E402
-from occnet_backend.models import OccupancyNetwork  # noqa: E402
-from occnet_backend.training import OccupancyTrainer, cpu_has_native_bf16  # noqa: E402
+from occnet_backend.models.network import ConditionalOccupancyNetwork  # noqa: E402
+from occnet_backend.models.network import OccupancyNetwork  # noqa: E402
+from occnet_backend.training.trainer import OccupancyTrainer  # noqa: E402
+from occnet_backend.training.precision import cpu_has_native_bf16
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:

@@ -5,9 +5,21 @@ backend process (``occnet_backend``, PyTorch; never imported here), and imports 
 marching-cubes results as new objects in the "OccNet Results" collection.
 
 Works as a Blender 4.2+ extension (``blender_manifest.toml``) and as a legacy add-on
-(``bl_info``). Scripts use ``api.reconstruct`` and ``api.update_result`` (see api.py); once
-registered it is also importable as ``occnet``. Result objects get live sliders (live.py,
-sliders.py): resolution, threshold and shape weights re-extract the surface in place.
+(``bl_info``). Scripts use ``blender.api.reconstruct`` and ``update_result``; once registered it is
+also importable as ``occnet``. Result objects get live sliders (blender/sliders.py): resolution,
+threshold and shape weights re-extract the surface in place.
+
+Layout, by what a module may touch:
+
+- ``occnet_contract/``: what the add-on and the backend agree on (settings, events, exit codes,
+  PLY, atomic writes, dependencies); standard library and numpy; the backend imports it too.
+- ``runner/``: the backend's processes seen from here (interpreter discovery, the process
+  runner, job state from events, the slider client, errors); no bpy, tested on plain CPython.
+- ``blender/``: everything that touches bpy (properties, panels, operators, export, results,
+  jobs, the sliders' properties and timer, the Python API).
+
+Nothing here imports bpy at module level, so ``runner`` and ``occnet_contract`` stay importable
+outside Blender.
 """
 
 from __future__ import annotations
@@ -24,26 +36,13 @@ bl_info = {
     "category": "Mesh",
 }
 
-if "_modules" in locals():  # "Reload Scripts": reload submodules too, in dependency order
-    import importlib
-
-    for _name in ("errors", "plyio", "backend", "sliders", "ui", "results", "export", "jobs", "properties",
-                  "live", "preferences", "operators", "panel", "api"):
-        if _name in locals():
-            importlib.reload(locals()[_name])
-
-try:
-    import bpy
-except ImportError:  # plain CPython: plyio, backend and errors stay importable (and testable)
-    bpy = None
-
 _modules: tuple = ()
 _ALIAS = "occnet"
 
 
 def _abort_on_load(*_args) -> None:
     """Loading another file ends the running job: the scene it would import into is gone."""
-    from . import jobs
+    from .blender import jobs
 
     job = jobs.active_job()
     if job is not None:
@@ -57,6 +56,8 @@ def _check_host(version: tuple | None = None, version_string: str = "", numpy_fo
     """Refuses to enable, with the reason, where the add-on could only fail later (a Blender 3.x
     lacks UILayout.progress and Mesh.shade_smooth; some distributions' Blender has no numpy)."""
     import importlib.util
+
+    import bpy
 
     version = tuple(version or bpy.app.version)
     if version < MIN_BLENDER:
@@ -76,10 +77,11 @@ def _check_host(version: tuple | None = None, version_string: str = "", numpy_fo
 def register() -> None:
     global _modules
     _check_host()
-    from . import (api, backend, errors, export, jobs, live, operators, panel, plyio,  # noqa: F401
-                   preferences, properties, results, sliders)
+    import bpy
 
-    _modules = (properties, live, preferences, operators, panel)
+    from .blender import api, operators, panel, preferences, properties, sliders
+
+    _modules = (properties, sliders, preferences, operators, panel)
     for module in _modules:
         module.register()
     bpy.app.handlers.persistent(_abort_on_load)
@@ -89,13 +91,16 @@ def register() -> None:
 
 
 def unregister() -> None:
-    from . import api, backend, jobs, live
+    import bpy
+
+    from .blender import api, jobs, sliders
+    from .runner import process
 
     job = jobs.active_job()
     if job is not None:
         job.abort("the add-on was disabled")
-    live.shutdown()  # the slider servers: EOF first, so they end cleanly
-    backend.shutdown_all()
+    sliders.shutdown()  # the slider servers: EOF first, so they end cleanly
+    process.shutdown_all()
     if _abort_on_load in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_abort_on_load)
     if sys.modules.get(_ALIAS) is api:

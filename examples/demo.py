@@ -2,7 +2,7 @@
 
 Builds a scene from meshes nobody on the team wrote (Blender's Suzanne with a subdivision
 modifier, and the nut and ant that ship inside the pyvista wheel), then runs the add-on's own
-blocking path (``blender_addon.api.reconstruct``, what the Reconstruct button runs) twice:
+blocking path (``blender_addon.blender.api.reconstruct``, what the Reconstruct button runs) twice:
 
 1. Suzanne alone: one network, one shape.
 2. The nut and the ant together: one conditional network with a learned code per shape, then a
@@ -208,7 +208,7 @@ def is_closed(ob) -> bool:
 
 def job_metrics(result) -> dict[str, Any]:
     """The backend's metrics.json of the job that made `result`."""
-    from blender_addon import results
+    from blender_addon.blender import results
 
     path = Path(str(result[results.PROP_JOB])) / "output" / "metrics.json"
     return json.loads(path.read_text())
@@ -248,8 +248,8 @@ def run(args: argparse.Namespace) -> int:
     import bpy
 
     import blender_addon
-    from blender_addon import api as occnet
-    from occnet_backend.files import atomic_write_bytes
+    from blender_addon.blender import api as occnet
+    from occnet_contract.files import atomic_write_bytes
 
     settings = dict(QUICK if args.quick else FULL)
     if args.steps is not None:
@@ -352,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from blender_addon.errors import OccNetError
+    from blender_addon.runner.errors import OccNetError
 
     try:
         return run(args)

@@ -12,15 +12,15 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "OccupancyNetwork": "occnet_backend.models",
-    "ConditionalOccupancyNetwork": "occnet_backend.conditional",
-    "OccupancyTrainer": "occnet_backend.training",
-    "create_trainer_from_config": "occnet_backend.config",
-    "FocalLoss": "occnet_backend.losses",
-    "BalancedFocalLoss": "occnet_backend.losses",
-    "load_model": "occnet_backend.checkpoints",
-    "SyntheticOccupancyDataset": "occnet_backend.synthetic",
-    "OccupancyDataset": "occnet_backend.dataset",
+    "OccupancyNetwork": "occnet_backend.models.network",
+    "ConditionalOccupancyNetwork": "occnet_backend.models.network",
+    "OccupancyTrainer": "occnet_backend.training.trainer",
+    "create_trainer_from_config": "occnet_backend.training.config",
+    "FocalLoss": "occnet_backend.training.losses",
+    "BalancedFocalLoss": "occnet_backend.training.losses",
+    "load_model": "occnet_backend.training.checkpoints",
+    "SyntheticOccupancyDataset": "occnet_backend.data.synthetic",
+    "OccupancyDataset": "occnet_backend.data.dataset",
     "extract_mesh": "occnet_backend.extraction",
 }
 

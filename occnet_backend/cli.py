@@ -1,7 +1,8 @@
 """`python -m occnet_backend <command>`: one module per subcommand under occnet_backend.commands.
 
-Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int``. Modules are imported only when their command runs, so ``--help`` is fast.
+Each command module defines ``add_arguments(parser)`` and ``run(args, events) -> int``; it raises
+`CommandError` for what the user must fix, and this module is the one place that turns it (or a
+cancel, or a filesystem error) into stderr lines, events and an exit code. Modules are imported only when their command runs, so ``--help`` is fast.
 """
 
 from __future__ import annotations
@@ -17,8 +18,17 @@ import sys
 from pathlib import Path
 
 from occnet_backend.allocator import keep_freed_memory
+from occnet_contract.protocol import EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE
 
-EXIT_CANCELLED = 130  # SIGINT or SIGTERM: `fit` and `train` finish the step and save first
+
+class CommandError(Exception):
+    """What a command raises for bad input or a failure it can explain: each message becomes an
+    ``error: ...`` line on stderr and an `error` event, ``done_fields`` go into the `done` event."""
+
+    def __init__(self, *messages: str, **done_fields):
+        super().__init__("; ".join(messages))
+        self.messages = list(messages)
+        self.done_fields = done_fields
 
 # name -> (module, one-line help). Keep in the order a user meets them.
 COMMANDS: dict[str, str] = {
@@ -48,13 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         args = parser.parse_args(argv)  # prints help / the unknown-command error and exits
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     name = argv[0]
     dashed = next((a for a in argv[1:] if a.startswith("-") and len(a) > 1 and Path(a).exists()), None)
     if dashed is not None:  # argparse would read it as an option and say "required: meshes"
         print(f"error: {dashed!r} is a file whose name starts with '-'; write ./{dashed} so it is not read as an "
               "option", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     module = importlib.import_module(f"occnet_backend.commands.{name.replace('-', '_')}")
     sub = argparse.ArgumentParser(prog=f"python -m occnet_backend {name}", description=COMMANDS[name])
     module.add_arguments(sub)
@@ -66,29 +76,33 @@ def main(argv: list[str] | None = None) -> int:
     events = EventWriter(enabled=getattr(args, "events", None) == "jsonl")
     out = getattr(args, "out", None)
     if out is not None and Path(out).exists() and not Path(out).is_dir():
-        return _fail(f"--out {out} is a file, not a folder; give a folder (it is created when missing)", events)
+        return _fail([f"--out {out} is a file, not a folder; give a folder (it is created when missing)"], events)
     # SIGTERM ends a command like Ctrl-C (cleanly: workers stopped, a `done` event, exit 130);
     # train and fit replace this while they train, to finish the step and save first
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return int(module.run(args) or 0)
+        return int(module.run(args, events) or 0)
+    except CommandError as err:
+        return _fail(err.messages, events, **err.done_fields)
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         events.emit("done", status="cancelled")
         return EXIT_CANCELLED
     except OSError as err:
-        return _fail(describe_os_error(err, out), events)
+        return _fail([describe_os_error(err, out)], events)
 
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _fail(message: str, events) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    events.emit("error", message=message)
-    events.emit("done", status="error")
-    return 1
+def _fail(messages: list[str], events, **done_fields) -> int:
+    for message in messages:
+        print(f"error: {message}", file=sys.stderr)
+    for message in messages:
+        events.emit("error", message=message)
+    events.emit("done", status="error", **done_fields)
+    return EXIT_FAILED
 
 
 def describe_os_error(err: OSError, out: "os.PathLike | None" = None) -> str:

@@ -20,9 +20,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from occnet_contract.settings import EVAL_BOX, MISE_BASE_RESOLUTION, FitSettings
+
+DEFAULTS = FitSettings()
+
 LogitFunction = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
 
-BOX_SIZE = 1.1  # the unit cube plus the reference implementation's padding of 0.1
+BOX_SIZE = 2 * EVAL_BOX  # the unit cube plus the reference implementation's padding of 0.1
 METHODS = ("mise", "dense")
 LEVEL_MARGIN = 1e-2  # logits: how far every grid node is kept from the level (see marching_cubes)
 
@@ -66,13 +70,6 @@ def check_resolution(resolution: int, method: str, resolution0: int) -> int:
     return steps
 
 
-def grid_points(resolution: int, box_size: float = BOX_SIZE) -> np.ndarray:
-    """Coordinates of the (resolution+1)³ grid samples, float32 [(R+1)³, 3], x slowest."""
-    axis = np.linspace(-box_size / 2, box_size / 2, resolution + 1, dtype=np.float32)
-    gx, gy, gz = np.meshgrid(axis, axis, axis, indexing="ij")
-    return np.stack([gx.ravel(), gy.ravel(), gz.ravel()], axis=1)
-
-
 def _index_to_points(index: np.ndarray, resolution: int, box_size: float) -> np.ndarray:
     return (index.astype(np.float32) * (box_size / resolution) - box_size / 2).astype(np.float32)
 
@@ -97,9 +94,6 @@ class GridCache:
             n = resolution + 1
             self.levels[resolution] = (np.zeros((n, n, n), np.float32), np.zeros((n, n, n), bool))
         return self.levels[resolution]
-
-    def nbytes(self) -> int:
-        return sum(v.nbytes + k.nbytes for v, k in self.levels.values())
 
 
 class _Evaluator:
@@ -263,10 +257,10 @@ def marching_cubes(values: np.ndarray, level: float, box_size: float = BOX_SIZE)
 
 def extract_mesh(
     logit_fn: LogitFunction,
-    resolution: int = 128,
-    threshold: float = 0.5,
+    resolution: int = DEFAULTS.resolution,
+    threshold: float = DEFAULTS.threshold,
     method: str = "mise",
-    resolution0: int = 32,
+    resolution0: int = MISE_BASE_RESOLUTION,
     box_size: float = BOX_SIZE,
     cache: GridCache | None = None,
 ) -> dict:

@@ -14,9 +14,7 @@ blend between them. Every output is written atomically into the output folder:
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,52 +24,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from occnet_backend.events import NULL_EVENTS, EventWriter, jsonable
-from occnet_backend.files import atomic_write_bytes, write_ply
+from occnet_backend.events import NULL_EVENTS, EventWriter
+from occnet_contract.files import atomic_write_json
+from occnet_contract.ply import write_ply
+from occnet_contract.protocol import jsonable
+from occnet_contract.settings import EVAL_BOX, TRAIN_BOX, FitSettings
 
 log = logging.getLogger(__name__)
 
 FIT_FORMAT = "occnet-fit-1"
-IOU_BOX = 0.55  # the reference protocol's IoU box; training samples a wider box (see models.py)
-TRAIN_BOX = 0.6
-
-
-@dataclass
-class FitSettings:
-    """Everything `fit` can be told. Defaults are measured (BENCHMARKS.md) for 2 CPU cores."""
-
-    steps: int = 600
-    points: int = 8192  # labelled points per training step, over all shapes in the batch
-    resolution: int = 128
-    threshold: float = 0.5
-    device: str = "auto"
-    amp: str = "auto"  # 'auto' | 'off' | 'bf16' | 'fp16': see training.resolve_amp
-    width: int = 128
-    depth: int = 5
-    fourier_frequencies: int = 64
-    fourier_scale: float = 2.0
-    lr: float = 1e-3
-    seed: int = 0
-    cached_points: int = 200_000  # labelled points cached per shape by `prepare`
-    workers: int = 2
-
-    def check(self) -> None:
-        for name in ("steps", "points", "width", "depth", "cached_points", "workers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.fourier_frequencies < 0:
-            raise ValueError(f"--fourier-frequencies must be >= 0 (0 turns them off), got {self.fourier_frequencies}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"--lr must be a finite number > 0, got {self.lr}")
-        from occnet_backend.training import AMP_MODES
-
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        # checked here, not after minutes of training
-        from occnet_backend.extraction import check_resolution, threshold_to_logit
-
-        check_resolution(self.resolution, "mise", 32)
-        threshold_to_logit(self.threshold)
 
 
 @dataclass
@@ -110,14 +71,14 @@ class _EtaAfterTraining:
 
 
 def build_model(num_shapes: int, s: FitSettings) -> torch.nn.Module:
-    from occnet_backend.models import OccupancyNetwork
+    from occnet_backend.models.network import OccupancyNetwork
 
     common = dict(
         dim_hidden=s.width, num_layers=s.depth, fourier_frequencies=s.fourier_frequencies, fourier_scale=s.fourier_scale
     )
     if num_shapes == 1:
         return OccupancyNetwork(**common)
-    from occnet_backend.conditional import ConditionalOccupancyNetwork
+    from occnet_backend.models.network import ConditionalOccupancyNetwork
 
     return ConditionalOccupancyNetwork(num_shapes=num_shapes, **common)
 
@@ -132,13 +93,13 @@ def fit_meshes(
 
     Raises ValueError (MeshError, DatasetError...) with a message naming the bad input.
     """
-    from occnet_backend.datafolder import load_samples, prepare_dataset
-    from occnet_backend.dataset import OccupancyDataset
-    from occnet_backend.sampling import SamplingConfig
-    from occnet_backend.training import OccupancyTrainer, resolve_device
+    from occnet_backend.data.folder import load_samples, prepare_dataset
+    from occnet_backend.data.dataset import OccupancyDataset
+    from occnet_backend.data.sampling import SamplingConfig
+    from occnet_backend.training.trainer import OccupancyTrainer
+    from occnet_backend.training.precision import resolve_device
 
-    s = settings or FitSettings()
-    s.check()
+    s = (settings or FitSettings()).validate()
     if not inputs:
         raise ValueError("give at least one mesh file to fit")
     out_dir = Path(out_dir)
@@ -201,8 +162,8 @@ def fit_meshes(
         plot_training_curves(history, out_dir / "training_curve.png", title="fit")
         precision = str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "float32"
         summary = {"shapes": per_shape, "timings": timings, "device": str(device), "training_precision": precision,
-                   "training_precision_reason": trainer.precision, "settings": s.__dict__}
-        atomic_write_bytes(out_dir / "metrics.json", json.dumps(jsonable(summary), indent=2).encode())
+                   "training_precision_reason": trainer.precision, "settings": s.as_dict()}
+        atomic_write_json(out_dir / "metrics.json", jsonable(summary))
     return FitResult(shape_ids, mesh_paths, checkpoint, summary, status, history)
 
 
@@ -211,9 +172,9 @@ def _extract_and_evaluate(model, shape_ids: list[str], samples: dict, s: FitSett
     """Stages 3 and 4 for every shape; 'cancelled' when `stop()` turned true between two steps.
     A signal never interrupts scipy or marching cubes (a KeyboardInterrupt raised inside cKDTree
     once crashed the process with a segmentation fault)."""
-    from occnet_backend.datafolder import mesh_path as report_mesh_path
+    from occnet_backend.data.folder import mesh_path as report_mesh_path
     from occnet_backend.extraction import extract_mesh
-    from occnet_backend.meshes import load_mesh, to_unit_cube
+    from occnet_backend.data.meshes import load_mesh, to_unit_cube
     from occnet_backend.metrics import evaluate_mesh
     from occnet_backend.viz import mesh_occupancy_fn, plot_occupancy_slices
 
@@ -221,7 +182,7 @@ def _extract_and_evaluate(model, shape_ids: list[str], samples: dict, s: FitSett
         if stop():
             return "cancelled"
         start = time.perf_counter()
-        logit_fn = shape_logit_fn(model, index)
+        logit_fn = model.logit_fn(shape_index=index)
         mesh = extract_mesh(logit_fn, resolution=s.resolution, threshold=s.threshold)
         extract_s = time.perf_counter() - start
         sample = samples[sid]
@@ -232,7 +193,7 @@ def _extract_and_evaluate(model, shape_ids: list[str], samples: dict, s: FitSett
             return "cancelled"
 
         start = time.perf_counter()
-        in_box = np.all(np.abs(sample["uniform_points"]) <= IOU_BOX, axis=1)
+        in_box = np.all(np.abs(sample["uniform_points"]) <= EVAL_BOX, axis=1)
         metrics = evaluate_mesh(
             mesh["vertices"], mesh["faces"], sample["surface_points"], sample["surface_normals"],
             sample["uniform_points"][in_box], sample["uniform_occupancy"][in_box],
@@ -275,7 +236,7 @@ def check_output_folder(out_dir: Path, inputs: list[Path]) -> None:
         shown = ", ".join(repr(n) for n in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
         raise ValueError(f"--out {out_dir} holds files fit did not write ({shown}); give an empty or new folder "
                          "(or the folder of an earlier fit, which is then started clean)")
-    from occnet_backend.datafolder import shape_id_from_path
+    from occnet_backend.data.folder import shape_id_from_path
 
     keep = {shape_id_from_path(p) for p in inputs}
     removed = []
@@ -291,19 +252,10 @@ def check_output_folder(out_dir: Path, inputs: list[Path]) -> None:
                     out_dir, ", ".join(removed))
 
 
-def shape_logit_fn(model: torch.nn.Module, index: int):
-    """points -> logits of learned shape `index` (the only shape of an unconditional model)."""
-    if hasattr(model, "code_weights_logit_fn"):
-        weights = np.zeros(model.num_shapes)
-        weights[index] = 1.0
-        return model.code_weights_logit_fn(weights)
-    return model.predict_logits
-
-
 def save_fit_checkpoint(path: Path, model: torch.nn.Module, shape_ids: list[str], centers: np.ndarray,
                         scales: np.ndarray) -> Path:
     """The model (class, config, weights) plus each shape's normalisation, for `serve` and `eval`."""
-    from occnet_backend.checkpoints import model_payload, save_checkpoint
+    from occnet_backend.training.checkpoints import model_payload, save_checkpoint
 
     return save_checkpoint(path, {
         "format": FIT_FORMAT,
@@ -318,9 +270,9 @@ def load_fit_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """(model in eval mode, payload) from a `fit` checkpoint; ValueError naming the file otherwise.
 
     Read with weights_only=True: a checkpoint cannot run code, and only this package's model
-    classes are rebuilt (see occnet_backend.checkpoints).
+    classes are rebuilt (see occnet_backend.training.checkpoints).
     """
-    from occnet_backend.checkpoints import load_checkpoint, model_from_payload
+    from occnet_backend.training.checkpoints import load_checkpoint, model_from_payload
 
     payload = load_checkpoint(path)
     if payload.get("format") != FIT_FORMAT:
@@ -335,6 +287,6 @@ def load_fit_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
         raise ValueError(f"{path}: the fit checkpoint's normalisation does not fit its {n} shape(s) (it needs "
                          f"centers [{n}, 3] and positive scales [{n}]); the file was edited or damaged")
     model = model_from_payload(payload, path).eval()
-    if getattr(model, "num_shapes", n) != n:
+    if (model.num_shapes if model.conditional else 1) != n:
         raise ValueError(f"{path}: the model has {model.num_shapes} learned shapes but the checkpoint names {n}")
     return model, payload

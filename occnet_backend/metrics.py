@@ -134,13 +134,13 @@ def mesh_occupancy(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) 
     """Bool [N]: which `points` lie inside the mesh (generalised winding number; empty mesh -> none).
 
     The winding number rather than ray parity, so that a predicted mesh with a crack or
-    self-overlapping parts is still labelled sensibly (see ``occnet_backend.labels``).
+    self-overlapping parts is still labelled sensibly (see ``occnet_backend.data.labels``).
     """
     v, f = _mesh(vertices, faces)
     p = _points("points", points)
     if len(f) == 0 or len(p) == 0:
         return np.zeros(len(p), dtype=bool)
-    from occnet_backend.labels import inside
+    from occnet_backend.data.labels import inside
 
     return inside(v, f, p)
 

@@ -1,4 +1,4 @@
-"""Pictures a person can look at: occupancy slices and training curves, as PNG files or in TensorBoard.
+"""Pictures a person can look at: occupancy slices and training curves, as PNG files.
 
 Why these two: a number like "IoU 0.93" does not say *where* a reconstruction is wrong; three
 slices through the shape, prediction against ground-truth labels, show it at a glance (a missed
@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 
+from occnet_contract.settings import EVAL_BOX
+
 if TYPE_CHECKING:  # imported lazily at run time: torch and matplotlib are slow to import
     from matplotlib.figure import Figure
-    from torch.utils.tensorboard import SummaryWriter
 
 DPI = 100
 SLICES_SIZE_PX = (1500, 1000)
@@ -35,8 +36,6 @@ SLICES_SIZE_PX = (1500, 1000)
 CURVES_SIZE_PX = (1400, 500)
 """(width, height) in pixels of every training-curve image."""
 
-SLICE_BOX = 0.55
-"""Half-width of the sliced box: the evaluation box [-0.55, 0.55]³ of the unit cube."""
 
 OccupancyFn = Callable[[np.ndarray], Any]
 """points float32 [N, 3] -> N probabilities (or logits with ``logits=True``, or bool labels); a
@@ -66,7 +65,7 @@ def mesh_occupancy_fn(vertices: np.ndarray, faces: np.ndarray) -> Callable[[np.n
     return lambda points: mesh_occupancy(v, f, points)
 
 
-def slice_points(resolution: int = 128, box: float = SLICE_BOX) -> np.ndarray:
+def slice_points(resolution: int = 128, box: float = EVAL_BOX) -> np.ndarray:
     """float32 [3, resolution, resolution, 3]: the sample points of the x = 0, y = 0 and z = 0
     slices; [s, row, col] is image row `row` (vertical axis, bottom to top) and column `col`."""
     _check_resolution(resolution)
@@ -81,7 +80,7 @@ def slice_points(resolution: int = 128, box: float = SLICE_BOX) -> np.ndarray:
 
 
 def occupancy_slices(
-    source: OccupancySource, resolution: int = 128, box: float = SLICE_BOX, logits: bool = False
+    source: OccupancySource, resolution: int = 128, box: float = EVAL_BOX, logits: bool = False
 ) -> np.ndarray:
     """float64 [3, H, W] values in [0, 1] on the slices x = 0, y = 0, z = 0 (rows bottom to top).
 
@@ -125,7 +124,7 @@ def occupancy_slices_figure(
     labels: OccupancySource | None = None,
     *,
     resolution: int = 128,
-    box: float = SLICE_BOX,
+    box: float = EVAL_BOX,
     threshold: float = 0.5,
     logits: bool = False,
     title: str | None = None,
@@ -241,7 +240,7 @@ def plot_occupancy_slices(
     out_png: str | os.PathLike,
     *,
     resolution: int = 128,
-    box: float = SLICE_BOX,
+    box: float = EVAL_BOX,
     threshold: float = 0.5,
     logits: bool = False,
     title: str | None = None,
@@ -282,42 +281,11 @@ def plot_training_curves(
 
 def save_png(figure: Figure, out_png: str | os.PathLike) -> Path:
     """Render `figure` with Agg at its own size and write it atomically; returns the path."""
-    from occnet_backend.files import atomic_write_bytes
+    from occnet_contract.files import atomic_write_bytes
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=figure.dpi)
     return atomic_write_bytes(out_png, buffer.getvalue())
-
-
-# --- TensorBoard --------------------------------------------------------------------------------
-
-
-def log_figure(writer: SummaryWriter, tag: str, figure: Figure, step: int | None = None) -> None:
-    """Log a figure as an image (``SummaryWriter.add_figure``), at the same pixel size as its PNG."""
-    writer.add_figure(tag, figure, global_step=step, close=True)
-
-
-def log_occupancy_slices(
-    writer: SummaryWriter,
-    prediction: OccupancySource,
-    labels: OccupancySource | None = None,
-    step: int | None = None,
-    tag: str = "occupancy/slices",
-    **options: Any,
-) -> None:
-    """`plot_occupancy_slices` into TensorBoard; `options` as for `occupancy_slices_figure`."""
-    log_figure(writer, tag, occupancy_slices_figure(prediction, labels, **options), step)
-
-
-def log_training_curves(
-    writer: SummaryWriter,
-    history: Mapping[str, Sequence] | Sequence[Mapping[str, Any]],
-    step: int | None = None,
-    tag: str = "training/curves",
-) -> None:
-    """`plot_training_curves` into TensorBoard (scalars are better logged with ``add_scalar``;
-    this is the same picture as the PNG, for side-by-side runs)."""
-    log_figure(writer, tag, training_curves_figure(history), step)
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from blender_addon import backend
-from blender_addon.errors import OccNetError
+from blender_addon.runner import interpreter, process, jobstate
+from blender_addon.occnet_contract import dependencies, protocol
+from blender_addon.occnet_contract.settings import FitSettings, SettingsError
+from blender_addon.runner.errors import OccNetError
 
 PROTOCOL_PROGRAM = textwrap.dedent(
     """
@@ -62,8 +64,8 @@ def program(tmp_path: Path) -> Path:
     return path
 
 
-def _start(tmp_path: Path, program: Path, mode: str) -> backend.BackendProcess:
-    return backend.BackendProcess(
+def _start(tmp_path: Path, program: Path, mode: str) -> process.BackendProcess:
+    return process.BackendProcess(
         [sys.executable, str(program), mode], cwd=tmp_path, log_path=tmp_path / "job" / "backend.log", env=dict(os.environ)
     ).start()
 
@@ -81,26 +83,37 @@ def _alive(pid: int) -> bool:
 
 
 def test_fit_command_is_an_argv_list_with_every_setting():
-    settings = backend.FitSettings(steps=7, resolution=32, threshold=0.4, device="cpu", points=512, width=32,
-                                   depth=2, fourier_frequencies=0)
-    argv = backend.fit_command("/py thon", ["/a b/x.ply", "/c/y.ply"], "/o u t", settings)
+    settings = FitSettings(steps=7, resolution=32, threshold=0.4, device="cpu", points=512, width=32,
+                           depth=2, fourier_frequencies=0, lr=3e-4, seed=5)
+    argv = process.fit_command("/py thon", ["/a b/x.ply", "/c/y.ply"], "/o u t", settings)
     assert argv[:6] == ["/py thon", "-m", "occnet_backend", "fit", "/a b/x.ply", "/c/y.ply"]
     pairs = dict(zip(argv[6::2], argv[7::2]))
-    assert pairs == {
-        "--out": "/o u t", "--steps": "7", "--resolution": "32", "--threshold": "0.4", "--device": "cpu",
-        "--points": "512", "--width": "32", "--depth": "2", "--fourier-frequencies": "0", "--events": "jsonl",
-    }
+    assert pairs["--out"] == "/o u t" and pairs["--events"] == "jsonl"
+    assert {k: pairs[k] for k in ("--steps", "--resolution", "--threshold", "--device", "--fourier-frequencies",
+                                  "--lr")} == {"--steps": "7", "--resolution": "32", "--threshold": "0.4",
+                                               "--device": "cpu", "--fourier-frequencies": "0", "--lr": "0.0003"}
+    # every setting crosses: the backend's own `fit` parser reads back exactly these settings
+    import argparse
+
+    from occnet_backend.commands import fit
+
+    parser = argparse.ArgumentParser()
+    fit.add_arguments(parser)
+    assert FitSettings.from_namespace(parser.parse_args(argv[4:])) == settings
 
 
-def test_invalid_settings_are_named():
-    with pytest.raises(OccNetError, match=r"threshold must lie strictly between 0 and 1 \(got 1.5\).*device"):
-        backend.FitSettings(threshold=1.5, device="tpu").validate()
-    with pytest.raises(OccNetError, match=r"resolution must be one of 32, 64, 128, 256, 512 .*got 100"):
-        backend.FitSettings(resolution=100).validate()
+def test_invalid_settings_are_named_by_their_flag():
+    with pytest.raises(SettingsError, match=r"--threshold must lie strictly between 0 and 1, got 1.5.*--device"):
+        FitSettings(threshold=1.5, device="tpu").validate()
+    with pytest.raises(SettingsError, match=r"--resolution must be one of 32, 64, 128, 256, 512 .*got 100"):
+        FitSettings(resolution=100).validate()
+    with pytest.raises(SettingsError, match=r"--width must be a whole number, got 2.5"):
+        FitSettings(width=2.5).validate()
+    assert FitSettings(steps=300.0).validate().steps == 300 and isinstance(FitSettings(steps=300.0).validate().steps, int)
 
 
 def test_job_state_follows_the_event_stream():
-    state = backend.JobState()
+    state = jobstate.JobState()
     for event in [
         {"event": "stage", "name": "prepare"},
         {"event": "start", "device": "cpu", "parameters": 12345, "total_steps": 10},
@@ -120,23 +133,23 @@ def test_job_state_follows_the_event_stream():
 
 def test_events_stream_and_logs_are_separated(tmp_path, program):
     proc = _start(tmp_path, program, "fast")
-    state = backend.JobState()
-    backend.run_blocking(proc, state)
+    state = jobstate.JobState()
+    process.run_blocking(proc, state)
     assert proc.returncode == 0 and state.done == "ok" and state.step == 50
     assert state.meshes == {"a": "out/a.ply"}
     log = proc.log_path.read_text()
     assert "human log line" in log and "[stdout] a stray line from some library" in log
     assert proc.argv[1] in log.splitlines()[0]  # the command line heads the log
-    assert proc not in backend.live_processes()
+    assert proc not in process.live_processes()
 
 
 def test_cancel_is_graceful_then_the_process_is_gone(tmp_path, program):
     proc = _start(tmp_path, program, "slow")
-    state = backend.JobState()
-    backend.run_blocking(proc, state, should_cancel=lambda: state.step >= 3)
-    assert proc.returncode == backend.EXIT_CANCELLED and state.done == "cancelled"
+    state = jobstate.JobState()
+    process.run_blocking(proc, state, should_cancel=lambda: state.step >= 3)
+    assert proc.returncode == protocol.EXIT_CANCELLED and state.done == "cancelled"
     assert 3 <= state.step < 50
-    assert not _alive(proc.pid) and proc not in backend.live_processes()
+    assert not _alive(proc.pid) and proc not in process.live_processes()
 
 
 def test_second_cancel_kills_the_whole_process_group(tmp_path, program):
@@ -157,20 +170,20 @@ def test_second_cancel_kills_the_whole_process_group(tmp_path, program):
         time.sleep(0.05)
     assert not _alive(child_pid), "the backend's worker outlived the kill"
     proc.cleanup()
-    assert proc not in backend.live_processes()
+    assert proc not in process.live_processes()
 
 
 def test_shutdown_all_ends_running_backends(tmp_path, program):
     procs = [_start(tmp_path, program, "slow") for _ in range(2)]
     time.sleep(0.3)
-    backend.shutdown_all()
+    process.shutdown_all()
     assert all(p.returncode is not None and not _alive(p.pid) for p in procs)
-    assert not any(p in backend.live_processes() for p in procs)
+    assert not any(p in process.live_processes() for p in procs)
 
 
 def test_describe_exit():
-    assert backend.describe_exit(-9) == "killed by SIGKILL"
-    assert backend.describe_exit(1) == "exit code 1"
+    assert process.describe_exit(-9) == "killed by SIGKILL"
+    assert process.describe_exit(1) == "exit code 1"
 
 
 # ---- which Python ------------------------------------------------------------------------------
@@ -191,57 +204,60 @@ def python_without_torch(tmp_path_factory) -> str:
 
 
 def test_preference_pointing_nowhere_is_named(tmp_path, monkeypatch):
-    monkeypatch.delenv(backend.ENV_PYTHON, raising=False)
+    monkeypatch.delenv(interpreter.ENV_PYTHON, raising=False)
     with pytest.raises(OccNetError, match=r"\(from add-on preferences\) does not exist"):
-        backend.resolve_python(str(tmp_path / "nope" / "python"))
+        interpreter.resolve_python(str(tmp_path / "nope" / "python"))
 
 
 def test_interpreter_without_torch_says_what_is_missing_and_how_to_fix(python_without_torch, monkeypatch):
-    monkeypatch.delenv(backend.ENV_PYTHON, raising=False)
+    monkeypatch.delenv(interpreter.ENV_PYTHON, raising=False)
     with pytest.raises(OccNetError) as info:
-        backend.resolve_python(python_without_torch)
+        interpreter.resolve_python(python_without_torch)
     message = str(info.value)
     assert python_without_torch in message and "lacks torch" in message
-    assert f'"{python_without_torch}" -m pip install torch' in message
+    assert f'"{python_without_torch}" -m pip install "torch>=' in message
+    # the hint installs everything the backend imports (tqdm and matplotlib were once left out)
+    assert all(f'"{requirement}"' in message for requirement in dependencies.REQUIREMENTS.values()
+               if requirement.split(">")[0] != "numpy")
 
 
 def test_env_variable_is_used_and_checked(python_without_torch, monkeypatch):
-    monkeypatch.setenv(backend.ENV_PYTHON, sys.executable)
-    assert backend.resolve_python("") == (sys.executable, f"${backend.ENV_PYTHON}")
-    monkeypatch.setenv(backend.ENV_PYTHON, python_without_torch)
+    monkeypatch.setenv(interpreter.ENV_PYTHON, sys.executable)
+    assert interpreter.resolve_python("") == (sys.executable, f"${interpreter.ENV_PYTHON}")
+    monkeypatch.setenv(interpreter.ENV_PYTHON, python_without_torch)
     with pytest.raises(OccNetError, match=r"\$OCCNET_PYTHON.*lacks torch"):
-        backend.resolve_python("")
+        interpreter.resolve_python("")
 
 
 def test_auto_detection_finds_an_interpreter_with_torch(monkeypatch):
-    monkeypatch.delenv(backend.ENV_PYTHON, raising=False)
-    backend.forget_detected()
-    python, origin = backend.resolve_python("")
+    monkeypatch.delenv(interpreter.ENV_PYTHON, raising=False)
+    interpreter.forget_detected()
+    python, origin = interpreter.resolve_python("")
     assert origin.startswith("auto-detected")
-    assert backend.probe_python(python)["missing"] == []
+    assert interpreter.probe_python(python)["missing"] == []
 
 
 def test_check_backend_reports_torch_and_device():
-    report = backend.check_backend(sys.executable)
-    ok, message = backend.summarize_check(report)
+    report = interpreter.check_backend(sys.executable)
+    ok, message = interpreter.summarize_check(report)
     assert ok, message
     import torch
 
     lines = message.splitlines()
     assert lines[0] == "Backend ready."
     assert f"torch {torch.__version__}" in message and "device for Auto: CPU" in message
-    assert Path(report["backend_path"]).resolve().parent.parent == backend.backend_root()
+    assert Path(report["backend_path"]).resolve().parent.parent == interpreter.backend_root()
 
 
 def test_check_backend_names_every_missing_module(python_without_torch):
-    ok, message = backend.summarize_check(backend.check_backend(python_without_torch))
+    ok, message = interpreter.summarize_check(interpreter.check_backend(python_without_torch))
     assert not ok
     lines = message.splitlines()
     assert lines[0] == "Backend not ready." and python_without_torch in lines[1]
     missing = next(line for line in lines if line.startswith("Missing: "))
     for module in ("torch", "trimesh", "skimage", "igl", "tqdm", "matplotlib"):
         assert module in missing.split(". Fix:")[0]
-    assert "-m pip install torch" in message and "scikit-image" in message and "libigl" in message
+    assert "-m pip install \"torch>=" in message and "scikit-image" in message and "libigl" in message
     assert "ModuleNotFoundError" not in message  # the verdict and the fix, not the traceback words
 
 
@@ -250,7 +266,7 @@ def test_probe_reports_a_broken_interpreter(tmp_path):
     fake.write_text("#!/bin/sh\necho 'boom' >&2\nexit 3\n")
     fake.chmod(0o755)
     with pytest.raises(OccNetError, match="fails to run a trivial script: boom"):
-        backend.probe_python(str(fake))
+        interpreter.probe_python(str(fake))
 
 
 def test_a_hanging_interpreter_times_out_and_leaves_nothing_running(tmp_path):
@@ -259,8 +275,8 @@ def test_a_hanging_interpreter_times_out_and_leaves_nothing_running(tmp_path):
     fake = tmp_path / "python"
     fake.write_text(f"#!/bin/sh\nsleep {marker} &\nwait\n")  # a wrapper whose child hangs
     fake.chmod(0o755)
-    for check in (lambda: backend.probe_python(str(fake), timeout=1.0),
-                  lambda: backend.check_backend(str(fake), timeout=1.0)):
+    for check in (lambda: interpreter.probe_python(str(fake), timeout=1.0),
+                  lambda: interpreter.check_backend(str(fake), timeout=1.0)):
         with pytest.raises(OccNetError, match="did not answer within 1 s|took more than 1 s"):
             check()
     time.sleep(0.3)

@@ -16,8 +16,11 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from blender_addon import api, backend, export, jobs, plyio, results  # noqa: E402
-from blender_addon.errors import OccNetError  # noqa: E402
+from blender_addon.blender import api, export, jobs, results  # noqa: E402
+from blender_addon.runner import process  # noqa: E402
+from blender_addon.occnet_contract import ply  # noqa: E402
+from blender_addon.occnet_contract.settings import FitSettings  # noqa: E402
+from blender_addon.runner.errors import OccNetError  # noqa: E402
 
 
 def snapshot() -> dict:
@@ -61,7 +64,7 @@ def test_export_is_world_space_with_modifiers_applied(blender, tmp_path):
     shapes = export.export_shapes([ob], tmp_path / "input", depsgraph)
     assert snapshot() == before, "exporting changed the scene"
     assert [s.shape_id for s in shapes] == ["Suzanne"] and shapes[0].sources == ["Suzanne"]
-    vertices, faces = plyio.read_ply(shapes[0].path)
+    vertices, faces = ply.read_ply(shapes[0].path)
 
     # Independent reference: mathutils, vertex by vertex, on the evaluated mesh.
     ob_eval = ob.evaluated_get(depsgraph)
@@ -81,7 +84,7 @@ def test_mirrored_object_keeps_outward_faces(blender, tmp_path):
     cube = bpy.context.active_object
     cube.scale = (-1.0, 1.0, 2.0)
     shapes = export.export_shapes([cube], tmp_path, bpy.context.evaluated_depsgraph_get())
-    vertices, faces = plyio.read_ply(shapes[0].path)
+    vertices, faces = ply.read_ply(shapes[0].path)
     assert signed_volume(vertices, faces) == pytest.approx(16.0, rel=1e-5)
 
 
@@ -97,7 +100,7 @@ def test_union_concatenates_and_ids_are_safe_and_unique(blender, tmp_path):
     assert all(Path(s.path).name == f"{s.shape_id}.ply" for s in separate)
     union = export.export_shapes([a, b], tmp_path / "union", depsgraph, union=True)
     assert len(union) == 1 and union[0].sources == [a.name, b.name]
-    v, f = plyio.read_ply(union[0].path)
+    v, f = ply.read_ply(union[0].path)
     assert len(v) == 2 * 507 and len(f) == 2 * 968 and f.max() == len(v) - 1
     assert v[:, 0].min() < -3.5 and v[:, 0].max() > 3.5
 
@@ -146,7 +149,7 @@ def test_bad_result_file_leaves_the_scene_unchanged(blender, tmp_path):
 # ---- errors: each a clear message, scene unchanged, no backend left ----------------------------
 
 def _no_jobs_left(tmp_path: Path) -> None:
-    assert backend.live_processes() == []
+    assert process.live_processes() == []
     assert jobs.active_job() is None
     jobs_dir = tmp_path / "cache" / "occnet-blender" / "jobs"
     assert not jobs_dir.exists() or not any(jobs_dir.iterdir()), "a failed start left a job folder"
@@ -205,7 +208,7 @@ def test_backend_interpreter_without_torch(blender, tmp_path, monkeypatch):
         pytest.skip("system Python has torch")
     monkeypatch.setenv("OCCNET_PYTHON", python)
     select(add_monkey())
-    _assert_fails_cleanly(tmp_path, rf"Backend Python {re.escape(python)} .*lacks torch.*-m pip install torch")
+    _assert_fails_cleanly(tmp_path, rf"Backend Python {re.escape(python)} .*lacks torch.*-m pip install \"torch>=2")
 
 
 def test_invalid_settings_are_reported_before_anything_runs(blender, tmp_path):
@@ -232,7 +235,7 @@ def test_panel_and_operators_are_registered(blender):
     bpy.ops.mesh.primitive_cube_add()
     assert bpy.ops.occnet.reconstruct.poll()
     scene = bpy.context.scene
-    assert scene.occnet.steps == backend.FitSettings().steps
+    assert scene.occnet.steps == FitSettings().steps
     assert math.isclose(scene.occnet.threshold, 0.5)
     import occnet  # the script alias registered by the add-on
 

@@ -20,8 +20,10 @@ import pytest
 bpy = pytest.importorskip("bpy")
 trimesh = pytest.importorskip("trimesh")
 
-from blender_addon import api, backend, jobs, results  # noqa: E402
-from blender_addon.errors import OccNetCancelled, OccNetError  # noqa: E402
+from blender_addon.blender import api, jobs, results  # noqa: E402
+from blender_addon.runner import process  # noqa: E402
+from blender_addon.occnet_contract import protocol  # noqa: E402
+from blender_addon.runner.errors import OccNetCancelled, OccNetError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -85,7 +87,7 @@ def scene_state() -> dict:
 
 
 def assert_no_backend_left(pids: list[int]) -> None:
-    assert backend.live_processes() == [] and jobs.active_job() is None
+    assert process.live_processes() == [] and jobs.active_job() is None
     for pid in pids:
         try:
             os.kill(pid, 0)
@@ -101,7 +103,7 @@ def pids_on_first_progress(action):
 
     def on_event(event: dict) -> None:
         if event.get("event") == "progress" and not seen:
-            (proc,) = backend.live_processes()
+            (proc,) = process.live_processes()
             seen.append(proc.pid)
             action(proc)
 
@@ -130,7 +132,7 @@ def test_operator_reconstructs_suzanne(blender, tmp_path):
     status = bpy.context.window_manager.occnet_status
     assert not status.is_error and status.message.startswith("Reconstructed 'Suzanne OccNet': IoU 0.")
     assert "watertight" in status.message and "Chamfer-L1" in status.message  # the evaluation, not the batch
-    assert backend.live_processes() == []
+    assert process.live_processes() == []
     # the result is the selection, its source hidden (no z-fighting), its origin the source's
     assert bpy.context.view_layer.objects.active == result and result.select_get() and source.hide_get()
     assert tuple(result.location) == pytest.approx(tuple(source.matrix_world.translation))
@@ -144,8 +146,6 @@ def test_operator_reconstructs_suzanne(blender, tmp_path):
     assert [ob.name for ob in bpy.data.collections[results.COLLECTION_NAME].objects] == ["Suzanne OccNet"]
 
 
-@pytest.mark.skipif(not (ROOT / "occnet_backend" / "conditional.py").exists(),
-                    reason="several shapes need the backend's conditional model (occnet_backend/conditional.py)")
 def test_api_reconstructs_two_shapes_with_one_model(blender, tmp_path):
     suzanne = add_suzanne(location=(-2.0, 0.0, 0.0))
     bpy.ops.mesh.primitive_torus_add(location=(3.0, 1.0, 0.5), rotation=(1.0, 0.2, 0.0))
@@ -180,7 +180,7 @@ def test_cancel_through_the_polling_path(blender, tmp_path):
     select(source)
     before = scene_state()
     bpy.context.scene.occnet.steps = 100000
-    from blender_addon import operators
+    from blender_addon.blender import operators
 
     job = operators.create_job(bpy.context).start()
     assert jobs.active_job() is job and not bpy.ops.occnet.reconstruct.poll()
@@ -195,7 +195,7 @@ def test_cancel_through_the_polling_path(blender, tmp_path):
         time.sleep(0.1)
     with pytest.raises(OccNetCancelled):
         job.finish()
-    assert job.process.returncode == backend.EXIT_CANCELLED
+    assert job.process.returncode == protocol.EXIT_CANCELLED
     assert scene_state() == before
     assert_no_backend_left([pid])
 
@@ -243,12 +243,15 @@ def test_built_zip_installs_as_extension_and_reconstructs(bare_blender, tmp_path
         installed = sys.modules[module]
         installed_dir = Path(installed.__file__).parent
         assert installed_dir == tmp_path / "ext" / "occnet"
-        assert sys.modules[f"{module}.backend"].backend_root() == installed_dir, "not running the bundled backend"
+        interpreter = sys.modules[f"{module}.runner.interpreter"]
+        assert interpreter.backend_root() == installed_dir, "not running the bundled backend"
+        assert interpreter.backend_env()["PYTHONPATH"].split(os.pathsep)[0] == str(installed_dir)
+        assert (installed_dir / "occnet_contract" / "protocol.py").is_file(), "the contract travels inside the zip"
         prefs = bpy.context.preferences.addons[module].preferences
         assert prefs.device == "auto" and prefs.python_path == ""
 
         source = add_suzanne()
-        made = sys.modules[f"{module}.api"].reconstruct([source], verbose=False, **TINY)
+        made = sys.modules[f"{module}.blender.api"].reconstruct([source], verbose=False, **TINY)
         assert [ob.name for ob in made] == ["Suzanne OccNet"]
         assert_placed_over(made[0], source)
         log = (Path(made[0]["occnet_job"]) / "backend.log").read_text()

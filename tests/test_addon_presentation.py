@@ -20,15 +20,18 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
-from blender_addon import backend, export, jobs, live, plyio, results, ui  # noqa: E402
-from blender_addon.errors import OccNetError  # noqa: E402
+from blender_addon.blender import export, jobs, results, sliders, ui  # noqa: E402
+from blender_addon.runner import interpreter, process, jobstate  # noqa: E402
+from blender_addon.occnet_contract import ply  # noqa: E402
+from blender_addon.occnet_contract.settings import FitSettings  # noqa: E402
+from blender_addon.runner.errors import OccNetError  # noqa: E402
 
 
 def fake_result(tmp_path: Path, source: str, shape_id: str, shape_ids: list[str], job_dir: str = "/x") -> "bpy.types.Object":
     path = tmp_path / f"{shape_id}.ply"
     src = bpy.data.objects[source]
     offset = np.array(src.matrix_world.translation)
-    plyio.write_ply(path, (np.eye(3) + offset).astype(np.float32), np.array([[0, 1, 2]]))
+    ply.write_ply(path, (np.eye(3) + offset).astype(np.float32), np.array([[0, 1, 2]]))
     spec = results.ResultSpec(shape_id=shape_id, sources=[source], path=str(path), checkpoint="/x/checkpoint.pt",
                               job_dir=job_dir, shape_ids=shape_ids, metrics={"iou": 0.9})
     (ob,) = results.import_results(bpy.context.scene, [spec])
@@ -92,14 +95,14 @@ def test_weights_always_sum_to_one_and_the_morph_follows(blender, tmp_path):
     props.weights["C"].value = 0.0  # C off: A and B keep their proportion, and the morph A->B shows it
     assert [round(w.value, 4) for w in props.weights] == [round(0.3 / 0.65, 4), round(0.35 / 0.65, 4), 0.0]
     assert props.morph == pytest.approx(0.35 / 0.65, abs=1e-4)
-    assert "46% 'A', 54% 'B'" in live.blend_description(ob)
+    assert "46% 'A', 54% 'B'" in sliders.blend_description(ob)
     props.morph = 0.0
-    assert [w.value for w in props.weights] == [1.0, 0.0, 0.0] and live.blend_description(ob) == ""
-    live.shutdown()
+    assert [w.value for w in props.weights] == [1.0, 0.0, 0.0] and sliders.blend_description(ob) == ""
+    sliders.shutdown()
 
 
 def test_done_message_reports_the_evaluation_not_the_batch():
-    state = backend.JobState(total=10)
+    state = jobstate.JobState(total=10)
     state.apply({"event": "progress", "step": 10, "total": 10, "loss": 0.2, "iou": 0.853})
     state.apply({"event": "metrics", "shape_id": "Suzanne", "iou": 0.9661, "chamfer_l1": 0.00312, "watertight": True})
     assert state.evaluation_line(["Suzanne"]) == "IoU 0.966, Chamfer-L1 0.0031, watertight"
@@ -108,7 +111,7 @@ def test_done_message_reports_the_evaluation_not_the_batch():
 
 
 def test_progress_text_says_what_the_backend_is_doing():
-    state = backend.JobState(total=150)
+    state = jobstate.JobState(total=150)
     assert state.phase_text == "Starting the backend..."
     state.apply({"event": "stage", "name": "prepare"})
     assert state.phase_text.startswith("Preparing data")
@@ -116,7 +119,7 @@ def test_progress_text_says_what_the_backend_is_doing():
     assert state.phase_text == "Starting training..."  # never "Step 0 / 150" for half a minute
     state.apply({"event": "progress", "step": 3, "total": 150, "eta_s": float("nan")})
     assert state.phase_text == "Step 3 / 150" and state.eta_s is None
-    assert backend.format_seconds(float("inf")) == "-"
+    assert jobstate.format_seconds(float("inf")) == "-"
 
 
 def test_wrapped_messages_keep_quoted_names_whole():
@@ -169,14 +172,15 @@ def test_enabling_is_refused_where_the_add_on_could_only_fail_later():
 
 
 def test_the_api_names_a_setting_of_the_wrong_type(blender, tmp_path):
-    from blender_addon import api
+    from blender_addon.blender import api
 
     bpy.ops.mesh.primitive_cube_add()
     cube = bpy.context.active_object
-    for kwargs, message in (({"steps": "abc"}, "steps must be an integer, got 'abc'"),
-                            ({"steps": 2.5}, "steps must be an integer, got 2.5"),
-                            ({"threshold": "x"}, "threshold must be a number, got 'x'"),
-                            ({"points": True}, "points must be an integer, got True")):
+    for kwargs, message in (({"steps": "abc"}, "--steps must be a whole number, got 'abc'"),
+                            ({"steps": 2.5}, "--steps must be a whole number, got 2.5"),
+                            ({"threshold": "x"}, "--threshold must be a number, got 'x'"),
+                            ({"points": True}, "--points must be a whole number, got True"),
+                            ({"stepz": 3}, "reconstruct() has no setting 'stepz'; the settings are steps, points")):
         with pytest.raises(OccNetError, match=re.escape(message)):
             api.reconstruct([cube], verbose=False, **kwargs)
     ob = fake_result(tmp_path, "Cube", "Cube", ["Cube"])
@@ -189,7 +193,7 @@ def test_the_api_names_a_setting_of_the_wrong_type(blender, tmp_path):
 
 def test_a_second_job_cannot_start_while_one_runs(blender, tmp_path):
     """Starting a reconstruction from the first one's on_event callback once left two jobs running."""
-    from blender_addon import api
+    from blender_addon.blender import api
 
     bpy.ops.mesh.primitive_cube_add()
     cube = bpy.context.active_object
@@ -207,11 +211,11 @@ def test_a_second_job_cannot_start_while_one_runs(blender, tmp_path):
     api.reconstruct([cube], steps=5, points=512, width=16, depth=1, resolution=32, device="cpu", verbose=False,
                     on_event=on_event)
     assert nested == ["A reconstruction is already running; wait for it or cancel it first."]
-    assert backend.live_processes() == [] and jobs.active_job() is None
+    assert process.live_processes() == [] and jobs.active_job() is None
 
 
 def test_bad_objects_and_files_get_specific_messages(blender, tmp_path, monkeypatch):
-    from blender_addon import api
+    from blender_addon.blender import api
 
     bpy.ops.mesh.primitive_cube_add()
     cube = bpy.context.active_object
@@ -221,21 +225,21 @@ def test_bad_objects_and_files_get_specific_messages(blender, tmp_path, monkeypa
     # a result file with NaN vertices is refused before the scene changes
     cube.scale = (1, 1, 1)
     path = tmp_path / "nan.ply"
-    plyio.write_ply(path, np.array([[0, 0, 0], [1, np.nan, 0], [0, 1, 0]], np.float32), np.array([[0, 1, 2]]))
+    ply.write_ply(path, np.array([[0, 0, 0], [1, np.nan, 0], [0, 1, 0]], np.float32), np.array([[0, 1, 2]]))
     spec = results.ResultSpec(shape_id="Cube", sources=["Cube"], path=str(path))
     before = sorted(ob.name for ob in bpy.data.objects)
     with pytest.raises(OccNetError, match="non-finite vertex positions"):
         results.import_results(bpy.context.scene, [spec])
     assert sorted(ob.name for ob in bpy.data.objects) == before
     # a folder given as the interpreter
-    monkeypatch.setenv(backend.ENV_PYTHON, str(tmp_path))
+    monkeypatch.setenv(interpreter.ENV_PYTHON, str(tmp_path))
     with pytest.raises(OccNetError, match=r"is a folder; give the interpreter file inside it"):
-        backend.resolve_python("")
+        interpreter.resolve_python("")
 
 
 def test_a_job_the_add_on_ends_itself_says_why(blender, tmp_path):
     bpy.ops.mesh.primitive_cube_add()
-    job = jobs.Job([bpy.context.active_object], backend.FitSettings(steps=100000, points=512, width=16, depth=1,
+    job = jobs.Job([bpy.context.active_object], FitSettings(steps=100000, points=512, width=16, depth=1,
                                                                      resolution=32, device="cpu"),
                    scene=bpy.context.scene, depsgraph=bpy.context.evaluated_depsgraph_get())
     job.start()

@@ -2,7 +2,7 @@
 
 One tiny Suzanne model is fitted per module (the settings test_addon_e2e.py uses); each test
 puts a result object for it into a fresh scene and drives it through ``api.update_result`` (the
-blocking path) or the properties + ``live.process_once`` (what the UI timer runs).
+blocking path) or the properties + ``sliders.process_once`` (what the UI timer runs).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
-from blender_addon import api, backend, live, plyio, results, sliders  # noqa: E402
-from blender_addon.errors import OccNetError  # noqa: E402
+from blender_addon.blender import api, panel, results, sliders  # noqa: E402
+from blender_addon.runner import process, slider_client  # noqa: E402
+from blender_addon.occnet_contract import ply  # noqa: E402
+from blender_addon.runner.errors import OccNetError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-HAS_CONDITIONAL = (ROOT / "occnet_backend" / "conditional.py").exists()  # being added on the backend side
-NEEDS_CONDITIONAL = "several shapes need the backend's conditional model (occnet_backend/conditional.py)"
 
 # As in test_addon_e2e.py: the smallest settings that give Suzanne a closed surface (~5 s of fit).
 TINY = dict(steps=100, points=4096, width=64, depth=3, resolution=32, fourier_frequencies=64, device="cpu")
@@ -45,7 +45,7 @@ def suzanne_run(tmp_path_factory, suzanne):
     """(checkpoint, the fit's mesh PLY) of a tiny model of Suzanne (one shape, id 'Suzanne')."""
     folder = tmp_path_factory.mktemp("suzanne_run")
     vertices, faces = suzanne
-    plyio.write_ply(folder / "Suzanne.ply", vertices * 1.5 + [2.0, -1.0, 1.0], faces)
+    ply.write_ply(folder / "Suzanne.ply", vertices * 1.5 + [2.0, -1.0, 1.0], faces)
     checkpoint = _fit([folder / "Suzanne.ply"], folder / "out", **TINY)
     return checkpoint, folder / "out" / "meshes" / "Suzanne.ply"
 
@@ -79,8 +79,8 @@ def orphan_meshes() -> list[str]:
     return [m.name for m in bpy.data.meshes if m.users == 0]
 
 
-def server_of(ob) -> sliders.SliderServer:
-    server = live.POOL.find(ob[results.PROP_CHECKPOINT])
+def server_of(ob) -> slider_client.SliderClient:
+    server = sliders.POOL.find(ob[results.PROP_CHECKPOINT])
     assert server is not None, "no slider server for this result"
     return server
 
@@ -102,7 +102,7 @@ def assert_gone(pid: int, timeout: float = 10.0) -> None:
 def drain_ui(timeout: float = 120.0) -> None:
     """Runs what the UI timer runs until nothing is pending or in flight."""
     deadline = time.monotonic() + timeout
-    while live.process_once():
+    while sliders.process_once():
         assert time.monotonic() < deadline, "the UI path did not settle"
         time.sleep(0.02)
 
@@ -112,14 +112,14 @@ def drain_ui(timeout: float = 120.0) -> None:
 # --------------------------------------------------------------------------------------------
 
 def test_serve_command_is_an_argv_list():
-    argv = sliders.serve_command("/opt/my python/bin/python", "/a b/checkpoint.pt", "/out dir", "cpu")
+    argv = slider_client.serve_command("/opt/my python/bin/python", "/a b/checkpoint.pt", "/out dir", "cpu")
     assert argv == ["/opt/my python/bin/python", "-m", "occnet_backend", "serve", "--checkpoint",
                     "/a b/checkpoint.pt", "--out", "/out dir", "--device", "cpu"]
 
 
 def test_debouncer_sends_once_after_the_last_change():
     now = [0.0]
-    deb = sliders.Debouncer(0.15, clock=lambda: now[0])
+    deb = slider_client.Debouncer(0.15, clock=lambda: now[0])
     for i in range(20):  # a drag: a change every 10 ms
         now[0] = i * 0.01
         deb.touch("ob")
@@ -134,19 +134,19 @@ def test_debouncer_sends_once_after_the_last_change():
 def test_result_gets_sliders_from_its_run_and_morph_writes_weights(blender, tmp_path):
     spec = results.ResultSpec(shape_id="B", sources=["Cube"], path=str(tmp_path / "b.ply"), checkpoint="/x/checkpoint.pt",
                               shape_ids=["A", "B", "C"], settings={"resolution": 64, "threshold": 0.4})
-    plyio.write_ply(spec.path, np.eye(3, dtype=np.float32), np.array([[0, 1, 2]]))
+    ply.write_ply(spec.path, np.eye(3, dtype=np.float32), np.array([[0, 1, 2]]))
     (ob,) = results.import_results(bpy.context.scene, [spec])
     props = ob.occnet_live
     assert props.ready and props.resolution == "64" and props.threshold == pytest.approx(0.4)
     assert [(w.name, w.value) for w in props.weights] == [("A", 0.0), ("B", 1.0), ("C", 0.0)]
     assert (props.morph_a, props.morph_b) == ("B", "A")
-    assert live.current_values(ob) == {"resolution": 64, "threshold": 0.4, "weights": [0.0, 1.0, 0.0]}
-    assert not live._DEBOUNCE, "setting the sliders up must not schedule an update"
+    assert sliders.current_values(ob) == {"resolution": 64, "threshold": 0.4, "weights": [0.0, 1.0, 0.0]}
+    assert not sliders._DEBOUNCE, "setting the sliders up must not schedule an update"
     props.morph_b = "C"
     props.morph = 0.25
     assert [round(w.value, 4) for w in props.weights] == [0.0, 0.75, 0.25]
-    assert ob.session_uid in live._DEBOUNCE.pending and bpy.app.timers.is_registered(live.tick)
-    live.shutdown()
+    assert ob.session_uid in sliders._DEBOUNCE.pending and bpy.app.timers.is_registered(sliders.tick)
+    sliders.shutdown()
 
 
 def test_not_a_result_and_bad_settings_are_clear_errors(blender, tmp_path):
@@ -155,7 +155,7 @@ def test_not_a_result_and_bad_settings_are_clear_errors(blender, tmp_path):
         api.update_result(bpy.context.active_object, threshold=0.3)
     spec = results.ResultSpec(shape_id="S", sources=["S"], path=str(tmp_path / "s.ply"),
                               checkpoint=str(tmp_path / "gone" / "checkpoint.pt"))
-    plyio.write_ply(spec.path, np.eye(3, dtype=np.float32), np.array([[0, 1, 2]]))
+    ply.write_ply(spec.path, np.eye(3, dtype=np.float32), np.array([[0, 1, 2]]))
     (ob,) = results.import_results(bpy.context.scene, [spec])
     with pytest.raises(OccNetError, match="resolution must be one of 32, 64"):
         api.update_result(ob, resolution=100)
@@ -165,7 +165,7 @@ def test_not_a_result_and_bad_settings_are_clear_errors(blender, tmp_path):
         api.update_result(ob, weights=["a"])
     with pytest.raises(OccNetError, match=r"checkpoint of 'S OccNet' .* no longer exists"):
         api.update_result(ob, threshold=0.3)
-    assert len(live.POOL) == 0 and backend.live_processes() == []
+    assert len(sliders.POOL) == 0 and process.live_processes() == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,10 +218,10 @@ def test_ten_changes_leave_no_orphans_and_a_drag_sends_one_request(blender, tmp_
     vertices_before = arrays(ob)[0].copy()
     for i in range(12):
         ob.occnet_live.threshold = 0.3 + 0.03 * i
-    assert bpy.app.timers.is_registered(live.tick) and live.status(ob).state == "pending"
+    assert bpy.app.timers.is_registered(sliders.tick) and sliders.status(ob).state == "pending"
     drain_ui()
     assert server._next_id - sent == 1, "a drag must send one request, not one per change"
-    st = live.status(ob)
+    st = sliders.status(ob)
     assert st.state == "ok" and "vertices in" in st.message, st
     after = arrays(ob)[0]
     assert after.shape != vertices_before.shape or not np.allclose(after, vertices_before)
@@ -230,14 +230,14 @@ def test_ten_changes_leave_no_orphans_and_a_drag_sends_one_request(blender, tmp_
 
     # A change while a request is in flight is sent when that one is answered (latest values win).
     ob.occnet_live.resolution = "32"
-    live._DEBOUNCE.pending[ob.session_uid] -= 1.0  # as if the debounce delay had passed
-    live.process_once()
-    assert live._busy(ob.session_uid)
+    sliders._DEBOUNCE.pending[ob.session_uid] -= 1.0  # as if the debounce delay had passed
+    sliders.process_once()
+    assert sliders._busy(ob.session_uid)
     ob.occnet_live.threshold = 0.45
     drain_ui()
     assert server._next_id - sent == 3
-    assert live.current_values(ob) == {"resolution": 32, "threshold": 0.45}
-    assert live.status(ob).state == "ok" and len(bpy.data.meshes) == meshes and orphan_meshes() == []
+    assert sliders.current_values(ob) == {"resolution": 32, "threshold": 0.45}
+    assert sliders.status(ob).state == "ok" and len(bpy.data.meshes) == meshes and orphan_meshes() == []
     shown = arrays(ob)[0].copy()
     assert api.update_result(ob) is ob  # the same values through the blocking path: the same surface
     np.testing.assert_array_equal(arrays(ob)[0], shown)
@@ -247,16 +247,16 @@ def test_ten_changes_leave_no_orphans_and_a_drag_sends_one_request(blender, tmp_
 def test_prewarm_starts_the_server_that_the_first_slider_move_then_uses(blender, tmp_path, suzanne_run):
     ob = make_result(suzanne_run, tmp_path / "job")
     other = bpy.data.objects.new("Plain", bpy.data.meshes.new("Plain"))  # not a result: ignored
-    live.prewarm([ob, other])
+    sliders.prewarm([ob, other])
     pid = server_of(ob).pid
-    assert [p.pid for p in backend.live_processes()] == [pid]
+    assert [p.pid for p in process.live_processes()] == [pid]
     server_of(ob).wait_ready()
     before = len(ob.data.vertices)
     api.update_result(ob, resolution=64)
     assert server_of(ob).pid == pid and len(ob.data.vertices) > before
     results.remove_object_and_mesh(ob)
     bpy.context.view_layer.update()
-    assert len(live.POOL) == 0
+    assert len(sliders.POOL) == 0
     assert_gone(pid)
 
 
@@ -265,10 +265,10 @@ def test_deleting_the_result_ends_its_server(blender, tmp_path, suzanne_run):
     ob = make_result(suzanne_run, tmp_path / "job")
     api.update_result(ob, threshold=0.4)
     pid = server_of(ob).pid
-    assert [p.pid for p in backend.live_processes()] == [pid]
+    assert [p.pid for p in process.live_processes()] == [pid]
     results.remove_object_and_mesh(ob)
     bpy.context.view_layer.update()  # depsgraph_update_post: the add-on looks for results still needing it
-    assert len(live.POOL) == 0 and backend.live_processes() == []
+    assert len(sliders.POOL) == 0 and process.live_processes() == []
     assert_gone(pid)
 
 
@@ -279,7 +279,7 @@ def test_unregistering_ends_the_servers(blender, tmp_path, suzanne_run):
     pid = server_of(ob).pid
     blender_addon.unregister()
     try:
-        assert backend.live_processes() == []
+        assert process.live_processes() == []
         assert_gone(pid)
     finally:
         blender_addon.register()  # the fixture unregisters at the end
@@ -294,7 +294,7 @@ def test_saving_and_reopening_the_blend_restarts_the_server(blender, tmp_path, s
     path = tmp_path / "scene.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(path))
     bpy.ops.wm.open_mainfile(filepath=str(path))  # load_pre ends the server
-    assert len(live.POOL) == 0
+    assert len(sliders.POOL) == 0
     assert_gone(pid)
     ob = bpy.data.objects["Suzanne OccNet"]
     assert ob.occnet_live.resolution == "64" and ob.occnet_live.threshold == pytest.approx(0.35)
@@ -313,7 +313,7 @@ def test_bad_weights_are_a_clear_error_and_the_object_is_unchanged(blender, tmp_
     np.testing.assert_array_equal(arrays(ob)[0], before)
     assert ob.occnet_live.threshold == pytest.approx(0.5)
     api.update_result(ob, weights=[1.0], threshold=0.45)  # the server survived the bad request
-    assert live.status(ob).state == "ok"
+    assert sliders.status(ob).state == "ok"
 
 
 @pytest.mark.slow
@@ -325,12 +325,12 @@ def test_a_server_that_cannot_start_is_a_clear_error(blender, tmp_path, suzanne_
     with pytest.raises(OccNetError, match=r"slider server for .*checkpoint.pt failed: .*Full log: .*serve.log") as info:
         api.update_result(ob, threshold=0.4)
     assert str(broken) in str(info.value)
-    assert backend.live_processes() == [] or all(p.returncode is not None for p in backend.live_processes())
+    assert process.live_processes() == [] or all(p.returncode is not None for p in process.live_processes())
     # The UI path shows the same in the panel's status instead of raising.
     ob.occnet_live.threshold = 0.3
-    live._DEBOUNCE.pending[ob.session_uid] -= 1.0
+    sliders._DEBOUNCE.pending[ob.session_uid] -= 1.0
     drain_ui()
-    st = live.status(ob)
+    st = sliders.status(ob)
     assert st.state == "error" and "slider server" in st.message, st
 
 
@@ -339,14 +339,14 @@ import os, signal, sys
 sys.path.insert(0, sys.argv[1])
 os.environ["OCCNET_PYTHON"] = sys.executable
 import bpy, blender_addon
-from blender_addon import api, live, results
+from blender_addon.blender import api, results, sliders
 bpy.ops.wm.read_factory_settings(use_empty=True)
 blender_addon.register()
 spec = results.ResultSpec(shape_id="Suzanne", sources=["Suzanne"], path=sys.argv[3], checkpoint=sys.argv[2],
                           job_dir=sys.argv[4], shape_ids=["Suzanne"])
 (ob,) = results.import_results(bpy.context.scene, [spec])
 api.update_result(ob, threshold=0.4)
-print("server", live.POOL.find(sys.argv[2]).pid, flush=True)
+print("server", sliders.POOL.find(sys.argv[2]).pid, flush=True)
 if sys.argv[5] == "crash":
     os.kill(os.getpid(), signal.SIGKILL)  # no atexit: the server must notice EOF on its stdin
 """
@@ -375,14 +375,12 @@ def test_the_server_ends_with_blender(tmp_path, suzanne_run, how):
 @pytest.fixture(scope="module")
 def two_shape_run(tmp_path_factory, suzanne):
     """(checkpoint, {shape id: the fit's mesh PLY}) of one tiny model of Suzanne and a torus."""
-    if not HAS_CONDITIONAL:
-        pytest.skip(NEEDS_CONDITIONAL)
     trimesh = pytest.importorskip("trimesh")
     folder = tmp_path_factory.mktemp("two_shape_run")
     vertices, faces = suzanne
-    plyio.write_ply(folder / "Suzanne.ply", vertices + [-2.0, 0.0, 0.0], faces)
+    ply.write_ply(folder / "Suzanne.ply", vertices + [-2.0, 0.0, 0.0], faces)
     torus = trimesh.creation.torus(1.0, 0.3)
-    plyio.write_ply(folder / "Torus.ply", torus.vertices + [2.0, 0.0, 0.0], torus.faces)
+    ply.write_ply(folder / "Torus.ply", torus.vertices + [2.0, 0.0, 0.0], torus.faces)
     argv = [sys.executable, "-m", "occnet_backend", "fit", str(folder / "Suzanne.ply"), str(folder / "Torus.ply"),
             "--out", str(folder / "out")]
     for name, value in dict(TINY, steps=300).items():
@@ -407,20 +405,20 @@ def test_shape_weights_reproduce_a_shape_and_blend_to_a_closed_mesh(blender, tmp
              for s in ids]
     a, b = results.import_results(bpy.context.scene, specs)
     assert len(a.occnet_live.weights) == 2 and (a.occnet_live.morph_a, a.occnet_live.morph_b) == ("Suzanne", "Torus")
-    assert live.current_values(b)["weights"] == [0.0, 1.0]
+    assert sliders.current_values(b)["weights"] == [0.0, 1.0]
 
     own = arrays(api.update_result(a, resolution=64))  # the default: A's own one-hot weights
     server = server_of(a)
-    rid = server.send({"command": "extract", "resolution": 64, "threshold": 0.5, "shape": "Suzanne"})
+    rid = server.send("extract", resolution=64, threshold=0.5, shape="Suzanne")
     response = server.wait(rid, 300)
     assert response["ok"], response
-    ref_v, ref_f = plyio.read_ply(response["path"])  # A's own extraction, asked by shape id
+    ref_v, ref_f = ply.read_ply(response["path"])  # A's own extraction, asked by shape id
     points = np.random.default_rng(0).uniform(ref_v.min(0) - 0.1, ref_v.max(0) + 0.1, (50_000, 3))
     api.update_result(a, weights=[1.0, 0.0])
     assert iou(mesh_occupancy(*arrays(a), points), mesh_occupancy(ref_v, ref_f, points)) >= 0.95
     assert iou(mesh_occupancy(*own, points), mesh_occupancy(ref_v, ref_f, points)) >= 0.95
     api.update_result(b, resolution=64)
-    assert len(live.POOL) == 1, "the results of one run share one server"
+    assert len(sliders.POOL) == 1, "the results of one run share one server"
 
     api.update_result(a, weights=[0.5, 0.5])
     half = trimesh.Trimesh(*arrays(a), process=True)
@@ -430,7 +428,7 @@ def test_shape_weights_reproduce_a_shape_and_blend_to_a_closed_mesh(blender, tmp
     a.occnet_live.morph = 1.0
     assert [w.value for w in a.occnet_live.weights] == [0.0, 1.0]
     drain_ui()
-    assert live.status(a).state == "ok" and orphan_meshes() == []
+    assert sliders.status(a).state == "ok" and orphan_meshes() == []
     lo, hi = arrays(a)[0].min(0), arrays(a)[0].max(0)
     np.testing.assert_allclose((lo + hi) / 2, [2.0, 0.0, 0.0], atol=0.5)  # where the torus is
 
@@ -447,7 +445,8 @@ import bpy, addon_utils
 import numpy as np
 bpy.ops.wm.read_factory_settings(use_empty=True)
 assert addon_utils.enable("blender_addon", default_set=True) is not None
-from blender_addon import live, panel, plyio, results
+from blender_addon.blender import panel, results, sliders
+from blender_addon.occnet_contract import ply
 
 def draw(layout, context, state):
     cls = panel.OCCNET_PT_live
@@ -460,18 +459,18 @@ def draw(layout, context, state):
 def states(layout, context):
     bpy.ops.mesh.primitive_cube_add()
     assert not panel.OCCNET_PT_live.poll(context)
-    ply = os.path.join(sys.argv[2], "t.ply")
-    plyio.write_ply(ply, np.eye(3, dtype=np.float32), np.array([[0, 1, 2]]))
-    specs = [results.ResultSpec(shape_id=s, sources=[s], path=ply, checkpoint="/nowhere/checkpoint.pt",
+    path = os.path.join(sys.argv[2], "t.ply")
+    ply.write_ply(path, np.eye(3, dtype=np.float32), np.array([[0, 1, 2]]))
+    specs = [results.ResultSpec(shape_id=s, sources=[s], path=path, checkpoint="/nowhere/checkpoint.pt",
                                 shape_ids=["A", "B"]) for s in ("A", "B")]
     a, b = results.import_results(context.scene, specs)
     context.view_layer.objects.active = a
     draw(layout, context, "two shapes")
-    live.status(a).state, live.status(a).message = "error", "The slider server failed: " + "word " * 30
+    sliders.status(a).state, sliders.status(a).message = "error", "The slider server failed: " + "word " * 30
     draw(layout, context, "error")
-    live.status(a).state, live.status(a).message = "ok", "1,234 vertices in 0.12 s"
+    sliders.status(a).state, sliders.status(a).message = "ok", "1,234 vertices in 0.12 s"
     draw(layout, context, "ok")
-    live.status(a).state = "updating"
+    sliders.status(a).state = "updating"
     draw(layout, context, "updating")
     a.occnet_live.ready = False
     draw(layout, context, "not set up")

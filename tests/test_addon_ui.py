@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
     import bpy, addon_utils
     bpy.ops.wm.read_factory_settings(use_empty=True)
     assert addon_utils.enable("blender_addon", default_set=True) is not None, "legacy enable failed"
-    from blender_addon import jobs, operators, panel, preferences
+    from blender_addon.blender import jobs, operators, panel, preferences
 
     PANELS = (panel.OCCNET_PT_main, panel.OCCNET_PT_settings, panel.OCCNET_PT_backend)
 

@@ -9,7 +9,8 @@ import trimesh
 from torch.utils.data import DataLoader
 
 from occnet_backend import ConditionalOccupancyNetwork, OccupancyTrainer, SyntheticOccupancyDataset, load_model
-from occnet_backend.conditional import CBatchNorm1d, interpolate_shapes
+from occnet_backend.models.network import interpolate_shapes
+from occnet_backend.models.parts import Norm
 
 
 def small(**kw) -> ConditionalOccupancyNetwork:
@@ -40,7 +41,7 @@ def test_seed_api_encoder_by_default():
 
 
 def test_conditional_batch_norm_starts_as_plain_normalisation_and_depends_on_the_code():
-    cbn = CBatchNorm1d(4, 6)
+    cbn = Norm(6, dim_condition=4, norm="batch")
     x = torch.randn(2, 50, 6) * 3 + 1
     c = torch.randn(2, 4)
     y = cbn(x, c)
@@ -49,7 +50,7 @@ def test_conditional_batch_norm_starts_as_plain_normalisation_and_depends_on_the
         cbn.gamma.weight.normal_()
     y = cbn(x, c)
     assert not torch.allclose(y[0].std(0), y[1].std(0)), "each shape gets its own scale"
-    film = CBatchNorm1d(4, 6, norm="none")
+    film = Norm(6, dim_condition=4, norm="none")
     torch.testing.assert_close(film(x, c), x)
     with pytest.raises(ValueError, match="norm must be one of"):
         small(norm="group")
@@ -79,7 +80,7 @@ def test_code_table_blends_and_batches():
     with pytest.raises(ValueError, match="no encoder"):
         model.encode_shape(batch["points"][0], batch["occupancy"][0])
     pts = np.random.default_rng(0).uniform(-0.5, 0.5, (1000, 3)).astype(np.float32)
-    by_weights = model.code_weights_logit_fn([0, 0, 1])(pts)
+    by_weights = model.logit_fn(weights=[0, 0, 1])(pts)
     torch.testing.assert_close(by_weights, model.predict_logits(pts, shape_index=2))
     torch.testing.assert_close(model.predict_logits(pts, shape_index=2, chunk_size=128), by_weights)
 

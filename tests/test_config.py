@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from occnet_backend import ConditionalOccupancyNetwork, OccupancyNetwork, create_trainer_from_config, load_model
-from occnet_backend.config import ConfigError
+from occnet_backend.training.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,8 +98,8 @@ def test_yaml_and_json_files_and_conditional_models(tmp_path):
 
 def test_mesh_dataset_type(tmp_path):
     trimesh = pytest.importorskip("trimesh")
-    from occnet_backend.dataset import prepare_dataset
-    from occnet_backend.sampling import SamplingConfig
+    from occnet_backend.data.folder import prepare_dataset
+    from occnet_backend.data.sampling import SamplingConfig
 
     src = tmp_path / "src"
     src.mkdir()

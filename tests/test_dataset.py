@@ -12,7 +12,7 @@ import torch
 import trimesh
 from torch.utils.data import DataLoader
 
-from occnet_backend.datafolder import (
+from occnet_backend.data.folder import (
     DatasetError,
     PrepareError,
     cache_path,
@@ -21,10 +21,11 @@ from occnet_backend.datafolder import (
     split_ids,
     validate_shape_id,
 )
-from occnet_backend.dataset import MultiscaleBatchSampler, OccupancyDataset, augmentation_transform, load_samples
-from occnet_backend.labels import inside
-from occnet_backend.meshes import normalization, to_unit_cube
-from occnet_backend.sampling import SamplingConfig
+from occnet_backend.data.dataset import MultiscaleBatchSampler, OccupancyDataset, augmentation_transform
+from occnet_backend.data.folder import load_samples
+from occnet_backend.data.labels import inside
+from occnet_backend.data.meshes import normalization, to_unit_cube
+from occnet_backend.data.sampling import SamplingConfig
 
 SMALL = SamplingConfig(num_uniform=3000, num_near=3000, num_surface=1000)
 

@@ -19,7 +19,7 @@ WORKER = textwrap.dedent(
     """
     import sys, torch
     from occnet_backend import create_trainer_from_config
-    from occnet_backend.distributed import cleanup
+    from occnet_backend.training.distributed import cleanup
     out = sys.argv[2]
     trainer = create_trainer_from_config(sys.argv[1])
     assert trainer.dist.world_size == 2 and type(trainer._module).__name__ == "DistributedDataParallel"

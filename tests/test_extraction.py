@@ -25,7 +25,7 @@ def two_blobs_logits(p):
 
 
 def volume_iou(a: dict, b: dict, n=200_000) -> float:
-    from occnet_backend.labels import inside
+    from occnet_backend.data.labels import inside
 
     pts = np.random.default_rng(0).uniform(-0.55, 0.55, (n, 3))
     ia = inside(a["vertices"], a["faces"], pts)
@@ -101,7 +101,7 @@ def test_bad_arguments_say_what_to_change(kwargs, message):
 def test_nan_network_output_is_a_clear_error():
     model = OccupancyNetwork(dim_hidden=16, num_layers=1)
     with torch.no_grad():
-        model.fc_out.bias.fill_(float("nan"))
+        model.decoder.fc_out.bias.fill_(float("nan"))
     with pytest.raises(ValueError, match="NaN"):
         model.extract_mesh(resolution=32)
 

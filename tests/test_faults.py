@@ -107,9 +107,9 @@ def test_serve_refuses_what_cannot_fit_before_allocating(sphere_checkpoint, tmp_
                              str(tmp_path), "--device", "cpu"], cwd=REPO, input=lines, capture_output=True, timeout=120)
     answers = [json.loads(line) for line in result.stdout.splitlines()][1:]
     assert result.returncode == 0 and time.monotonic() - started < 60
-    assert "resolution 2048 is above this server's limit of 512" in answers[0]["error"] and "GB" in answers[0]["error"]
+    assert "resolution must be one of 32, 64, 128, 256, 512 (MISE doubles a 32³ grid), got 2048" in answers[0]["error"]
     assert "UTF-8" in answers[1]["error"]
-    assert "limit of 256 for method 'dense'" in answers[2]["error"]
+    assert "a dense grid's resolution must be between 2 and 256, got 4096" in answers[2]["error"]
     assert answers[3]["ok"] and answers[4] == {"id": 5, "ok": True}  # one shape: weights [1e308] normalise to [1]
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import trimesh
 
-from occnet_backend.labels import inside
+from occnet_backend.data.labels import inside
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--steps", "150", "--points", "2048", "--width", "64", "--depth", "2", "--resolution", "64",
@@ -55,7 +55,7 @@ def test_fit_reconstructs_suzanne_in_its_own_coordinates(tmp_path, suzanne):
     assert checkpoint["shape_ids"] == ["my monkey"] and checkpoint["model_class"] == "OccupancyNetwork"
     assert not list(out.rglob("*.tmp")), "no temporary files left behind"
     summary = json.loads((out / "metrics.json").read_text())
-    from occnet_backend.training import cpu_has_native_bf16
+    from occnet_backend.training.precision import cpu_has_native_bf16
 
     assert summary["training_precision"] == ("bfloat16" if cpu_has_native_bf16() else "float32")
     reason = summary["training_precision_reason"]
@@ -85,13 +85,13 @@ def test_fit_bad_settings_are_rejected(tmp_path):
     box = tmp_path / "box.obj"
     trimesh.creation.box().export(box)
     result = run_fit([str(box), "--out", str(tmp_path / "run"), "--resolution", "100"])
-    assert result.returncode == 1 and "not reachable by doubling" in result.stderr
+    assert result.returncode == 2 and "--resolution: invalid choice: 100 (choose from 32, 64, 128, 256, 512)" in result.stderr
     result = run_fit([str(box), "--out", str(tmp_path / "run"), "--amp", "int8"])
     assert result.returncode == 2 and "--amp: invalid choice: 'int8'" in result.stderr
-    from occnet_backend.fitting import FitSettings
+    from occnet_contract.settings import FitSettings
 
     with pytest.raises(ValueError, match="--amp must be one of off, auto, bf16, fp16, got 'int8'"):
-        FitSettings(amp="int8").check()
+        FitSettings(amp="int8").validate()
 
 
 @pytest.mark.slow

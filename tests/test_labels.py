@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from occnet_backend.labels import inside, winding_numbers
-from occnet_backend.meshes import normalization, to_unit_cube
+from occnet_backend.data.labels import inside, winding_numbers
+from occnet_backend.data.meshes import normalization, to_unit_cube
 
 
 def punch_holes(vertices, faces, count, radius, seed=0):

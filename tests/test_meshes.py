@@ -1,4 +1,4 @@
-"""Mesh loading, validation errors and unit-cube normalisation (occnet_backend.meshes)."""
+"""Mesh loading, validation errors and unit-cube normalisation (occnet_backend.data.meshes)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from occnet_backend.meshes import (
+from occnet_backend.data.meshes import (
     MeshError,
     from_unit_cube,
     load_mesh,

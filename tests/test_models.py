@@ -1,10 +1,12 @@
 """OccupancyNetwork: shapes, identity-at-init blocks, chunked inference, determinism in eval mode."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from occnet_backend import OccupancyNetwork
-from occnet_backend.models import ResnetBlockFC
+from occnet_backend.models.parts import ResnetBlock
 
 
 def test_forward_shapes_for_single_and_batched_points():
@@ -21,9 +23,11 @@ def test_bad_point_shape_is_a_clear_error():
 
 
 def test_residual_blocks_start_as_identity():
-    block = ResnetBlockFC(16, use_batch_norm=True, dropout_prob=0.2)
-    x = torch.randn(32, 16)
-    assert torch.equal(block(x), x)
+    block = ResnetBlock(16, norm="batch", dropout_prob=0.2)
+    x = torch.randn(2, 32, 16)
+    assert torch.equal(block(x, None), x)
+    conditioned = ResnetBlock(16, dim_condition=4, norm="batch", dropout_prob=0.2)
+    assert torch.equal(conditioned(x, torch.randn(2, 4)), x)
 
 
 @pytest.mark.parametrize("fourier", [0, 16])
@@ -40,7 +44,7 @@ def test_eval_mode_is_deterministic_with_batch_norm_and_dropout():
     torch.manual_seed(0)
     model = OccupancyNetwork(dim_hidden=32, num_layers=3, use_batch_norm=True, dropout_prob=0.5)
     # make the blocks non-trivial so dropout would matter in training mode
-    for block in model.blocks:
+    for block in model.decoder.blocks:
         torch.nn.init.normal_(block.fc_1.weight, std=0.3)
     model.train()
     pts = torch.rand(256, 3)
@@ -83,3 +87,22 @@ def test_bad_constructor_arguments():
         OccupancyNetwork(dropout_prob=1.5)
     with pytest.raises(ValueError, match="num_layers"):
         OccupancyNetwork(num_layers=0)
+
+
+@pytest.mark.parametrize("name", ["single", "two_shapes"])
+def test_checkpoints_written_before_the_decoder_was_a_part_still_load(name):
+    """Results in .blend files saved with the two-class layout keep their sliders: the old weight
+    names are mapped, and the network computes exactly what it computed then."""
+    import numpy as np
+
+    from occnet_backend.fitting import load_fit_checkpoint
+
+    data = Path(__file__).parent / "data"
+    model, payload = load_fit_checkpoint(data / f"checkpoint_v0_{name}.pt")
+    expected = np.load(data / "checkpoint_v0_logits.npz")
+    points = torch.as_tensor(expected["points"])
+    if name == "single":
+        got = model.predict_logits(points).numpy()
+    else:
+        got = np.stack([model.predict_logits(points, shape_index=i).numpy() for i in range(2)])
+    np.testing.assert_allclose(got, expected[name], rtol=1e-5, atol=1e-5)

@@ -93,7 +93,7 @@ def test_million_face_mesh_in_bounded_memory(tmp_path):
                                            "--points", "20000", "--surface-points", "5000")
     assert rc == 0, err
     assert events[-1]["status"] == "ok"
-    from occnet_backend.datafolder import load_samples
+    from occnet_backend.data.folder import load_samples
 
     s = load_samples(tmp_path / "d", "big")
     assert s["meta"]["faces"] > 1_000_000

@@ -50,7 +50,7 @@ def test_readme_blender_script_runs(index, blender, tmp_path, monkeypatch, capsy
 
 
 def test_readme_training_config_is_accepted(tmp_path):
-    from occnet_backend.config import create_trainer_from_config
+    from occnet_backend.training.config import create_trainer_from_config
     from test_shapenet import write_model
 
     (config,) = [yaml.safe_load(b) for b in blocks("yaml")]

@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from occnet_backend import create_trainer_from_config
-from occnet_backend.datafolder import prepare_dataset
-from occnet_backend.sampling import SamplingConfig
+from occnet_backend.data.folder import prepare_dataset
+from occnet_backend.data.sampling import SamplingConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -66,8 +66,8 @@ def seed_world(tmp_path, monkeypatch, suzanne):
     """A working folder with the dataset folders the snippets name, from real meshes."""
     import trimesh
 
-    from occnet_backend.datafolder import prepare_dataset
-    from occnet_backend.sampling import SamplingConfig
+    from occnet_backend.data.folder import prepare_dataset
+    from occnet_backend.data.sampling import SamplingConfig
 
     monkeypatch.chdir(tmp_path)
     meshes = tmp_path / "source_meshes"
@@ -91,7 +91,7 @@ def test_every_python_block_of_the_seed_is_covered():
 def test_seed_snippets_run_in_order_on_real_data(seed_world):
     import trimesh
 
-    from occnet_backend.datafolder import DatasetError
+    from occnet_backend.data.folder import DatasetError
 
     blocks = [edited(b) for b in seed_blocks()]
     ns: dict = {}
@@ -165,7 +165,7 @@ def test_multiscale_training_in_its_full_form(seed_world):
                     "batch_size": 1, "validation": False},
         "trainer": {"device": "cpu", "max_steps": 12, "progress_bar": False},
     })
-    from occnet_backend.dataset import MultiscaleBatchSampler
+    from occnet_backend.data.dataset import MultiscaleBatchSampler
 
     assert isinstance(trainer.train_dataloader.batch_sampler, MultiscaleBatchSampler)
     sizes = set()

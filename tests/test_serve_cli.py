@@ -64,7 +64,7 @@ def test_serve_answers_extractions_in_source_coordinates_and_survives_bad_reques
     assert mesh.is_watertight
     center = shape.translation * 2.0 + [5.0, 0, 0]  # unit cube -> source: x * scale + center
     assert np.allclose(mesh.bounds.mean(axis=0), center, atol=0.1)
-    assert bad["ok"] is False and "not reachable by doubling" in bad["error"]
+    assert bad["ok"] is False and "resolution must be one of 32, 64, 128, 256, 512" in bad["error"]
 
 
 @pytest.mark.parametrize("content, message", [(b"garbage", "not a readable checkpoint"), (None, "no such checkpoint")])

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from occnet_backend.datafolder import DatasetError
-from occnet_backend.shapenet import ShapeNetOccupancyDataset, list_models, read_points_npz
+from occnet_backend.data.folder import DatasetError
+from occnet_backend.data.shapenet import ShapeNetOccupancyDataset, list_models, read_points_npz
 
 RADII = {"model_a": 0.3, "model_b": 0.4, "model_c": 0.2}
 
@@ -151,7 +151,7 @@ def test_train_command_learns_from_the_reference_layout(shapenet, tmp_path):
 
 
 def test_shapenet_config_without_a_folder_is_refused():
-    from occnet_backend.config import ConfigError, create_trainer_from_config
+    from occnet_backend.training.config import ConfigError, create_trainer_from_config
 
     with pytest.raises(ConfigError, match="data_root is required for dataset.type 'shapenet'"):
         create_trainer_from_config({"dataset": {"type": "shapenet"}})

@@ -7,7 +7,7 @@ import trimesh
 from torch.utils.data import DataLoader
 
 from occnet_backend import OccupancyNetwork, OccupancyTrainer, SyntheticOccupancyDataset
-from occnet_backend.synthetic import SHAPES
+from occnet_backend.data.synthetic import SHAPES
 
 
 @pytest.mark.parametrize("kind", SHAPES)

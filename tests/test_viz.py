@@ -143,20 +143,3 @@ def test_training_curves_arguments_are_checked(tmp_path):
     with pytest.raises(ValueError, match="dict of columns or a list of dict records"):
         viz.plot_training_curves([1, 2, 3], tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
-
-
-def test_figures_logged_to_tensorboard(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(str(tmp_path / "tb")) as writer:
-        viz.log_occupancy_slices(writer, sphere_probability(), sphere_probability(0.3), step=7, resolution=32)
-        viz.log_training_curves(writer, trainer_history(40), step=7)
-    events = EventAccumulator(str(tmp_path / "tb"))
-    events.Reload()
-    images = {tag: events.Images(tag)[-1] for tag in events.Tags()["images"]}
-    assert set(images) == {"occupancy/slices", "training/curves"}
-    assert (images["occupancy/slices"].width, images["occupancy/slices"].height) == viz.SLICES_SIZE_PX
-    assert (images["training/curves"].width, images["training/curves"].height) == viz.CURVES_SIZE_PX
-    assert images["training/curves"].step == 7
-    assert images["occupancy/slices"].encoded_image_string[:8] == PNG_SIGNATURE

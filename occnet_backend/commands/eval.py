@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import statistics
 import sys
 from pathlib import Path
 
-HELP = "Score a checkpoint on a dataset split: IoU, Chamfer-L1, normal consistency, F-score, mesh quality."
+from occnet_contract.settings import EVAL_BOX, RESOLUTIONS, FitSettings
+
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,23 +34,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset folder (DATA_ROOT)")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--out", type=Path, required=True, help="folder for metrics.csv and metrics.json")
-    parser.add_argument("--resolution", type=int, default=128)
-    parser.add_argument("--threshold", type=float, default=0.5)
-    parser.add_argument("--device", default="auto")
+    d = FitSettings()
+    parser.add_argument("--resolution", type=int, default=d.resolution, choices=RESOLUTIONS)
+    parser.add_argument("--threshold", type=float, default=d.threshold)
+    parser.add_argument("--device", default=d.device)
 
 
 def _logit_fn(model, payload: dict, shape_id: str, sample: dict):
     import numpy as np
 
-    from occnet_backend.fitting import FIT_FORMAT, shape_logit_fn
+    from occnet_backend.fitting import FIT_FORMAT
 
     known = list(payload.get("shape_ids") or [])
-    unconditional = not hasattr(model, "code_weights_logit_fn") and getattr(model, "encoder", None) is None
-    if unconditional and payload.get("format") != FIT_FORMAT:
-        return model.predict_logits  # a train run's one function (e.g. a category): scored on every shape
-    if shape_id in known and (unconditional or getattr(model, "num_shapes", 0)):
-        return shape_logit_fn(model, known.index(shape_id))
-    if getattr(model, "encoder", None) is None:
+    if not model.conditional and payload.get("format") != FIT_FORMAT:
+        return model.logit_fn()  # a train run's one function (e.g. a category): scored on every shape
+    if shape_id in known and (not model.conditional or model.num_shapes):
+        return model.logit_fn(shape_index=known.index(shape_id))
+    if model.encoder is None:
         raise ValueError(
             f"the checkpoint has no code for shape {shape_id!r} (it knows {known}) and no "
             "encoder to encode it; evaluate on the shapes it was trained on"
@@ -66,7 +66,7 @@ def evaluation_samples(data: Path, split: str):
     """(shape id, sample) pairs of `split` in either layout; a sample has uniform points with
     occupancy and surface points with normals, in the shape's unit-cube frame."""
     if (data / "meshes").is_dir() or (data / f"{split}.json").is_file():
-        from occnet_backend.datafolder import ensure_caches, load_samples, read_split
+        from occnet_backend.data.folder import ensure_caches, load_samples, read_split
 
         shape_ids = read_split(data, split)
         if not shape_ids:
@@ -75,7 +75,7 @@ def evaluation_samples(data: Path, split: str):
         for sid in shape_ids:
             yield sid, load_samples(data, sid)
         return
-    from occnet_backend.shapenet import list_models, read_pointcloud_npz, read_points_npz
+    from occnet_backend.data.shapenet import list_models, read_pointcloud_npz, read_points_npz
 
     for cat, model in list_models(data, split):
         points, occupancy = read_points_npz(data / cat / model / "points.npz")
@@ -88,26 +88,25 @@ def _score(model, payload: dict, sid: str, sample: dict, args: argparse.Namespac
     import numpy as np
 
     from occnet_backend.extraction import extract_mesh
-    from occnet_backend.fitting import IOU_BOX
     from occnet_backend.metrics import evaluate_mesh
 
     mesh = extract_mesh(_logit_fn(model, payload, sid, sample), resolution=args.resolution, threshold=args.threshold)
-    in_box = np.all(np.abs(sample["uniform_points"]) <= IOU_BOX, axis=1)
+    in_box = np.all(np.abs(sample["uniform_points"]) <= EVAL_BOX, axis=1)
     return evaluate_mesh(mesh["vertices"], mesh["faces"], sample["surface_points"], sample["surface_normals"],
                          sample["uniform_points"][in_box], sample["uniform_occupancy"][in_box])
 
 
-def run(args: argparse.Namespace) -> int:
-    from occnet_backend.checkpoints import load_checkpoint, model_from_payload
-    from occnet_backend.events import jsonable
-    from occnet_backend.extraction import check_resolution, threshold_to_logit
-    from occnet_backend.files import atomic_write_bytes
+def run(args: argparse.Namespace, events) -> int:
+    from occnet_backend.cli import CommandError
+    from occnet_backend.extraction import threshold_to_logit
     from occnet_backend.signals import signals_deferred
-    from occnet_backend.training import resolve_device
+    from occnet_backend.training.checkpoints import load_checkpoint, model_from_payload
+    from occnet_backend.training.precision import resolve_device
+    from occnet_contract.files import atomic_write_bytes, atomic_write_json
+    from occnet_contract.protocol import jsonable
 
     try:
         threshold_to_logit(args.threshold)
-        check_resolution(args.resolution, "mise", 32)
         payload = load_checkpoint(args.checkpoint)
         model = model_from_payload(payload, args.checkpoint).to(resolve_device(args.device)).eval()
         rows = {}
@@ -120,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
             if stop():
                 raise KeyboardInterrupt
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        raise CommandError(str(err)) from None
     keys = list(next(iter(rows.values())))
     summary: dict = {"shapes": rows, "mean": {}, "median": {}, "skipped_non_finite": {}}
     for key in keys:
@@ -137,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         writer.writerow([sid, *(r[k] for k in keys)])
     writer.writerow(["mean", *(summary["mean"][k] for k in keys)])
     atomic_write_bytes(args.out / "metrics.csv", table.getvalue().encode())
-    atomic_write_bytes(args.out / "metrics.json", json.dumps(jsonable(summary), indent=2).encode())
+    atomic_write_json(args.out / "metrics.json", jsonable(summary))
     m = summary["mean"]
     print(f"mean over {len(rows)} shapes: IoU {m['iou']:.3f}  Chamfer-L1 {m['chamfer_l1']:.4f} (unit cube, not x10)  "
           f"NC {m['normal_consistency']:.3f}  F@1% {m['fscore']:.3f} -> {args.out}", file=sys.stderr)

@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-HELP = "Turn mesh files or folders into a dataset folder with cached, labelled samples."
 log = logging.getLogger(__name__)
 
 
@@ -46,30 +45,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", choices=["jsonl"], help="write JSON-lines events on stdout")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, events) -> int:
     from tqdm import tqdm
 
-    from occnet_backend.datafolder import DatasetError, PrepareError, prepare_dataset
-    from occnet_backend.events import EventWriter
-    from occnet_backend.sampling import SamplingConfig
+    from occnet_backend.cli import CommandError
+    from occnet_backend.data.folder import DatasetError, PrepareError, prepare_dataset
+    from occnet_backend.data.sampling import SamplingConfig
 
-    events = EventWriter(enabled=args.events == "jsonl")
     started = time.time()
-
-    def fail(messages: list[str], **extra) -> int:
-        for message in messages:
-            print(f"error: {message}", file=sys.stderr)
-        for message in messages:
-            events.emit("error", message=message)
-        events.emit("done", status="error", **extra)
-        return 1
-
     try:
         config = SamplingConfig.from_counts(args.points, args.surface_ratio, args.surface_points, seed=args.seed)
         if args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
     except ValueError as err:
-        return fail([str(err)])
+        raise CommandError(str(err)) from None
 
     bar = tqdm(total=0, unit="shape", desc="prepare", file=sys.stderr, dynamic_ncols=True)
 
@@ -93,13 +82,12 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers, force=args.force, on_progress=on_progress,
         )
     except PrepareError as err:
-        bar.close()
         r = err.report
-        return fail([e["message"] for e in r.errors], prepared=len(r.shapes), failed=len(r.errors))
+        raise CommandError(*[e["message"] for e in r.errors], prepared=len(r.shapes), failed=len(r.errors)) from None
     except DatasetError as err:
+        raise CommandError(str(err)) from None
+    finally:
         bar.close()
-        return fail([str(err)])
-    bar.close()
     seconds = time.time() - started
     sizes = {k: len(v) for k, v in report.splits.items()}
     events.emit(

@@ -3,7 +3,7 @@
     python -m occnet_backend serve --checkpoint RUN/checkpoint.pt [--out DIR --device auto]
 
 Reads one JSON request per line on stdin and answers one JSON line on stdout; the protocol is in
-occnet_backend/serving.py. EOF on stdin (Blender closed, or the add-on let go) ends the process.
+occnet_contract/protocol.py and occnet_backend/sliders.py. EOF on stdin (Blender closed, or the add-on let go) ends the process.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-HELP = "Keep a fitted model loaded and extract meshes on request (JSON lines on stdin/stdout)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,15 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
 
 
-def run(args: argparse.Namespace) -> int:
-    from occnet_backend.serving import MeshServer, load_shape_model
+def run(args: argparse.Namespace, events) -> int:
+    from occnet_backend.cli import CommandError
+    from occnet_backend.sliders import SliderServer, load_shape_model
 
+    events.enabled = True  # the add-on reads `serve`'s stdout: its events and responses share it
     try:
         model = load_shape_model(args.checkpoint, args.device)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.stdout.write('{"event": "error", "message": %s}\n' % __import__("json").dumps(str(err)))
-        return 1
+        raise CommandError(str(err)) from None
     out = args.out or Path(tempfile.mkdtemp(prefix="occnet-serve-"))
-    MeshServer(model, out).serve(sys.stdin.buffer, sys.stdout)  # bytes: a non-UTF-8 line is answered, not fatal
+    SliderServer(model, out).serve(sys.stdin.buffer, sys.stdout, events)  # bytes: a non-UTF-8 line is answered, not fatal
     return 0

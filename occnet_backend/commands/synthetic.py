@@ -7,12 +7,11 @@ import logging
 import sys
 from pathlib import Path
 
-HELP = "Train on an analytic shape and write its extracted mesh (a quick self-check)."
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from occnet_backend.synthetic import SHAPES
+    from occnet_backend.data.synthetic import SHAPES
 
     parser.add_argument("--shape", choices=SHAPES, default="torus")
     parser.add_argument("--out", type=Path, default=Path("out/synthetic"), help="output folder")
@@ -25,18 +24,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", choices=["jsonl"], help="write JSON-lines events on stdout")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, events) -> int:
     import numpy as np
     import torch
     import trimesh
     from torch.utils.data import DataLoader
 
-    from occnet_backend.events import EventWriter
-    from occnet_backend.models import OccupancyNetwork
-    from occnet_backend.synthetic import SyntheticOccupancyDataset
-    from occnet_backend.training import OccupancyTrainer
+    from occnet_backend.cli import CommandError
+    from occnet_contract.files import atomic_write_bytes
+    from occnet_contract.settings import EVAL_BOX
+    from occnet_backend.models.network import OccupancyNetwork
+    from occnet_backend.data.synthetic import SyntheticOccupancyDataset
+    from occnet_backend.training.trainer import OccupancyTrainer
 
-    events = EventWriter(enabled=args.events == "jsonl")
     try:
         torch.manual_seed(args.seed)
         dataset = SyntheticOccupancyDataset(num_samples=1, shapes=[args.shape], num_points=args.points, seed=args.seed)
@@ -45,21 +45,14 @@ def run(args: argparse.Namespace) -> int:
         trainer.train(max_steps=args.steps)
         out = model.extract_mesh(resolution=args.resolution, threshold=args.threshold)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        events.emit("error", message=str(err))
-        events.emit("done", status="error")
-        return 1
+        raise CommandError(str(err)) from None
     shape = dataset.shapes[0]
-    pts = np.random.default_rng(args.seed).uniform(-0.55, 0.55, (100_000, 3)).astype(np.float32)
+    pts = np.random.default_rng(args.seed).uniform(-EVAL_BOX, EVAL_BOX, (100_000, 3)).astype(np.float32)
     pred = model.predict_probability(pts).numpy() >= args.threshold
     true = shape.contains(pts)
     iou = float((pred & true).sum() / max((pred | true).sum(), 1))
     mesh = trimesh.Trimesh(out["vertices"], out["faces"], process=False)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{args.shape}.ply"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(mesh.export(file_type="ply"))
-    tmp.replace(path)
+    path = atomic_write_bytes(args.out / f"{args.shape}.ply", mesh.export(file_type="ply"))
     events.emit("mesh", shape_id=args.shape, path=str(path.resolve()))
     events.emit("done", status="ok", iou=iou)
     print(

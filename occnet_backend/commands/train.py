@@ -17,14 +17,12 @@ checkpoint intact.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
-from occnet_backend.cli import EXIT_CANCELLED
+from occnet_contract.protocol import EXIT_CANCELLED
 
-HELP = "Train a model from a config file (YAML/JSON): checkpoints, resume, TensorBoard, torchrun DDP."
 log = logging.getLogger(__name__)
 
 
@@ -42,18 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", choices=["jsonl"], help="write JSON-lines events on stdout (for the add-on)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from occnet_backend import distributed
-    from occnet_backend.config import create_trainer_from_config
-    from occnet_backend.events import EventWriter, jsonable
+def run(args: argparse.Namespace, events) -> int:
+    from occnet_backend.cli import CommandError
+    from occnet_backend.training import distributed
+    from occnet_backend.training.config import create_trainer_from_config
+    from occnet_contract.files import atomic_write_json
+    from occnet_contract.protocol import jsonable
 
-    events = EventWriter(enabled=args.events == "jsonl" and distributed.current().is_main)
-
-    def fail(message: str) -> int:
-        print(f"error: {message}", file=sys.stderr)
-        events.emit("error", message=message)
-        events.emit("done", status="error")
-        return 1
+    events.enabled = events.enabled and distributed.current().is_main
 
     try:
         trainer = create_trainer_from_config(
@@ -69,13 +63,12 @@ def run(args: argparse.Namespace) -> int:
                 path = trainer.checkpoint_dir / "last.pt"
             trainer.resume(path, allow_different_data=args.allow_different_data)
         if args.out is not None and trainer.dist.is_main:
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "config.json").write_text(json.dumps(jsonable(trainer.config), indent=2))
+            atomic_write_json(args.out / "config.json", jsonable(trainer.config))
         if trainer.num_epochs is None and trainer.max_steps is None:
             raise ValueError("the config sets neither trainer.max_steps nor trainer.num_epochs (or pass --max-steps)")
         trainer.train()
     except ValueError as err:
-        return fail(str(err))
+        raise CommandError(str(err)) from None
     except KeyboardInterrupt:  # a second signal: stopped at once, nothing saved after the last checkpoint
         events.emit("done", status="cancelled", step=None)
         print("cancelled immediately; the previous checkpoint (if any) is intact", file=sys.stderr)

@@ -113,8 +113,8 @@ def apply_settings(values: dict) -> None:
 
 def fit_pids() -> list[int]:
     """The add-on's live training processes (slider servers, which stay up for the sliders, excluded)."""
-    servers = {server.pid for server in mod("live").POOL}
-    return [p.pid for p in mod("backend").live_processes() if p.pid not in servers]
+    servers = {server.pid for server in mod("blender.sliders").POOL}
+    return [p.pid for p in mod("runner.process").live_processes() if p.pid not in servers]
 
 
 def alive(pid: int) -> bool:
@@ -143,7 +143,7 @@ DRAWN: list[dict] = []  # what the running panel drew (recorded by a wrapper aro
 
 
 def record_panel_draws() -> None:
-    panel = mod("panel")
+    panel = mod("blender.panel")
     original = panel.OCCNET_PT_main._draw_running
     if getattr(original, "_recorded", False):
         return
@@ -177,7 +177,7 @@ class patched:
 def s_check_backend():
     with bpy.context.temp_override(**rb.override()):
         bpy.ops.occnet.check_backend()
-    prefs = mod("preferences").prefs_struct()
+    prefs = mod("blender.preferences").prefs_struct()
     check(prefs.check_result.startswith("Backend ready."), f"Check Backend: {prefs.check_result!r}")
     log("check backend:", prefs.check_result.replace("\n", " | "))
     yield 0.1
@@ -200,7 +200,7 @@ def s_reconstruct_by_click():
     shot("before_reconstruct")
     check(reconstruct_usable(), "Reconstruct is disabled with Suzanne selected")
     click(*RECONSTRUCT_BUTTON)
-    jobs = mod("jobs")
+    jobs = mod("blender.jobs")
     yield until(lambda: jobs.active_job() is not None, 8, "a job after clicking Reconstruct")
     check(not reconstruct_usable(), "Reconstruct stays enabled while a job runs")
     drew_training = lambda: any(d["phase"] == "training" and d["step"] > 0 for d in DRAWN)  # noqa: E731
@@ -232,18 +232,18 @@ def s_reconstruct_by_click():
 
 
 def s_live_threshold_and_resolution():
-    live = mod("live")
+    sliders = mod("blender.sliders")
     result = bpy.data.objects.get("Suzanne OccNet")
     check(result is not None, "no result to move the sliders of")
     faces0 = len(result.data.polygons)
     with bpy.context.temp_override(**rb.override()):
         result.occnet_live.threshold = 0.3  # an RNA set, as the slider does
-    yield until(lambda: live.status(result).state == "ok" and abs(live.status(result).stats.get("threshold", 0) - 0.3) < 1e-3,
+    yield until(lambda: sliders.status(result).state == "ok" and abs(sliders.status(result).stats.get("threshold", 0) - 0.3) < 1e-3,
                 120, "the threshold update")
     faces1 = len(result.data.polygons)
     check(faces1 != faces0, f"the mesh did not change at threshold 0.3 ({faces0} faces)")
     result.occnet_live.resolution = "32"
-    yield until(lambda: live.status(result).state == "ok" and live.status(result).stats.get("resolution") == 32,
+    yield until(lambda: sliders.status(result).state == "ok" and sliders.status(result).stats.get("resolution") == 32,
                 120, "the resolution update")
     faces2 = len(result.data.polygons)
     check(faces2 < faces1, f"32³ has no fewer faces than 64³ ({faces2} vs {faces1})")
@@ -254,7 +254,7 @@ def s_live_threshold_and_resolution():
 
 def _start_then(stop, name: str):
     """Starts a run on Suzanne, waits for training, calls stop(), checks a clean cancel."""
-    jobs = mod("jobs")
+    jobs = mod("blender.jobs")
     suzanne = bpy.data.objects["Suzanne"]
     select_only(suzanne)
     apply_settings({**TRAIN, "steps": 2000})
@@ -293,7 +293,7 @@ def s_cancel_button():
 def _inject(point: str, make_patch):
     """A run whose modal path raises at ``point``: afterwards no timer, no process, a message
     with the log's path, the scene unchanged, Reconstruct usable."""
-    jobs = mod("jobs")
+    jobs = mod("blender.jobs")
     suzanne = bpy.data.objects["Suzanne"]
     select_only(suzanne)
     apply_settings(QUICK)
@@ -325,7 +325,7 @@ def _raiser(point):
 
 
 def s_failure_in_invoke():
-    jobs = mod("jobs")
+    jobs = mod("blender.jobs")
     original = jobs.Job.start
 
     def start(self):
@@ -341,7 +341,7 @@ def s_failure_in_invoke():
 
 
 def s_failure_in_poll():
-    jobs = mod("jobs")
+    jobs = mod("blender.jobs")
     original = jobs.Job.poll
 
     def poll(self):
@@ -360,7 +360,7 @@ def s_failure_in_poll():
 
 
 def s_failure_in_finish():
-    jobs = mod("jobs")
+    jobs = mod("blender.jobs")
 
     def finish(self):
         finish.started.append(self.process.pid)
@@ -374,7 +374,7 @@ def s_failure_in_finish():
 
 
 def s_failure_in_import():
-    results = mod("results")
+    results = mod("blender.results")
 
     def import_results(scene, specs):
         _raiser("import")
@@ -397,16 +397,16 @@ def s_reopen_and_slide():
     # run.py opened the file on Blender's command line, as double-clicking a .blend does
     check(bpy.data.filepath and Path(bpy.data.filepath).resolve() == BLEND.resolve(), f"{BLEND} is not the open file")
     yield 1.0
-    live = mod("live")
+    sliders = mod("blender.sliders")
     result = bpy.data.objects.get("Suzanne OccNet")
-    check(result is not None and live.is_result(result), "the reopened file has no live result")
+    check(result is not None and sliders.is_result(result), "the reopened file has no live result")
     select_only(result)
     with bpy.context.temp_override(**rb.override()):
         rb.override()["area"].spaces.active.show_region_ui = True
     faces0 = len(result.data.polygons)
     result.occnet_live.resolution = "64"
     result.occnet_live.threshold = 0.45
-    yield until(lambda: live.status(result).state == "ok", 120, "the slider update after reopening")
+    yield until(lambda: sliders.status(result).state == "ok", 120, "the slider update after reopening")
     check(len(result.data.polygons) != faces0, "the mesh did not change after reopening")
     yield 1.0
     shot("reopened_slider")
@@ -482,7 +482,7 @@ class Driver:
     def cleanup(self) -> None:
         """After a failed scenario: nothing running into the next one."""
         try:
-            job = mod("jobs").active_job()
+            job = mod("blender.jobs").active_job()
             if job is not None:
                 job.abort()
         except Exception:  # noqa: BLE001

@@ -1,0 +1,195 @@
+"""The live sliders' server (`serve`): a loaded model answering "extract at (resolution, threshold,
+shape)" requests.
+
+Blender's sliders must feel live, so the add-on keeps one `serve` process per result: the model
+stays loaded, and every distinct shape (code or blend weights) keeps a `GridCache`, so a threshold
+change only evaluates the few grid nodes the new surface needs and a resolution change reuses all
+coarser MISE levels.
+
+Protocol (``occnet_contract.protocol``; one request per line on stdin, one response per line on
+stdout, after a ``ready`` event):
+
+    {"id": 1, "command": "extract", "resolution": 128, "threshold": 0.5,
+     "weights": [1, 0, ...] | "shape": "shape_id" | (neither: the first shape)}
+    -> {"id": 1, "ok": true, "path": ".../mesh-000001.ply", "vertices": V, "faces": F,
+        "stats": {"evaluations": ..., "seconds": ..., ...}}
+    {"id": 2, "command": "info"}  -> {"id": 2, "ok": true, "shapes": [...], "device": ..., ...}
+    {"id": 3, "command": "quit"}  -> {"id": 3, "ok": true} and the server exits
+
+A bad request gets {"id": ..., "ok": false, "error": "..."}; the server keeps running. EOF ends it.
+The mesh is written in the coordinates of the shape's source (normalisation undone; for a blend,
+the blended normalisation), as binary PLY, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+import numpy as np
+import torch
+
+from occnet_backend.events import EventWriter
+from occnet_backend.extraction import METHODS, GridCache, extract_mesh
+from occnet_contract.ply import write_ply
+from occnet_contract.protocol import encode_response
+from occnet_contract.settings import FitSettings, check_resolution
+
+MAX_CACHED_SHAPES = 4  # each cache holds up to ~85 MB at 256³
+
+
+class ShapeModel:
+    """What the server needs from a trained model, independent of its class.
+
+    Args:
+        logit_fn_for: weights over the learned shapes [S] -> (points [N,3] -> logits [N]).
+        shape_ids: the learned shapes, in code-table order.
+        centers, scales: each shape's normalisation (unit cube -> source coordinates).
+    """
+
+    def __init__(
+        self,
+        logit_fn_for: Callable[[np.ndarray], Callable[[np.ndarray], torch.Tensor]],
+        shape_ids: list[str],
+        centers: np.ndarray,
+        scales: np.ndarray,
+        device: str = "cpu",
+    ):
+        self.logit_fn_for = logit_fn_for
+        self.shape_ids = list(shape_ids)
+        self.centers = np.asarray(centers, dtype=np.float64).reshape(len(self.shape_ids), 3)
+        self.scales = np.asarray(scales, dtype=np.float64).reshape(len(self.shape_ids))
+        self.device = device
+
+
+def load_shape_model(checkpoint: str | Path, device: str = "auto") -> ShapeModel:
+    """A `fit` checkpoint -> ShapeModel. Raises ValueError naming the file for anything unusable."""
+    from occnet_backend.fitting import load_fit_checkpoint
+    from occnet_backend.training.precision import resolve_device
+
+    model, payload = load_fit_checkpoint(checkpoint)
+    device = resolve_device(device)
+    model.to(device).eval()
+    return ShapeModel(lambda weights: model.logit_fn(weights=weights), payload["shape_ids"], payload["centers"].numpy(), payload["scales"].numpy(),
+                      device=str(device))
+
+
+class SliderServer:
+    def __init__(self, model: ShapeModel, out_dir: Path):
+        self.model = model
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.caches: OrderedDict[tuple, GridCache] = OrderedDict()
+        self.counter = 0
+
+    def _weights(self, request: dict) -> np.ndarray:
+        n = len(self.model.shape_ids)
+        if "weights" in request and "shape" in request:
+            raise ValueError("give either 'weights' or 'shape', not both")
+        if "shape" in request:
+            if request["shape"] not in self.model.shape_ids:
+                raise ValueError(f"unknown shape {request['shape']!r}; known shapes: {self.model.shape_ids}")
+            weights = np.zeros(n)
+            weights[self.model.shape_ids.index(request["shape"])] = 1.0
+            return weights
+        if "weights" not in request:
+            weights = np.zeros(n)
+            weights[0] = 1.0
+            return weights
+        try:
+            weights = np.asarray(request["weights"], dtype=np.float64)
+        except (TypeError, ValueError):
+            weights = np.full(n + 1, np.nan)  # not numbers: the message below
+        if weights.shape != (n,) or not np.isfinite(weights).all():
+            raise ValueError(f"'weights' must be a list of {n} finite numbers (one per learned shape), got {request['weights']!r}")
+        if (weights < 0).any():
+            raise ValueError(f"'weights' must be >= 0 with a positive sum (they are normalised to sum to 1), "
+                             f"got {request['weights']!r}")
+        total = weights.sum()
+        if not np.isfinite(total):
+            raise ValueError(f"'weights' {request['weights']!r} are too large to add up; they are normalised to sum to 1, "
+                             "so use e.g. [0.5, 0.5]")
+        if total <= 0:
+            raise ValueError("'weights' must be >= 0 with a positive sum (they are normalised to sum to 1), got all zeros")
+        return weights / total
+
+    def _cache(self, weights: np.ndarray) -> GridCache:
+        key = tuple(np.round(weights, 6))
+        if key in self.caches:
+            self.caches.move_to_end(key)
+        else:
+            self.caches[key] = GridCache()
+            while len(self.caches) > MAX_CACHED_SHAPES:
+                self.caches.popitem(last=False)
+        return self.caches[key]
+
+    def extract(self, request: dict) -> dict:
+        defaults = FitSettings()
+        method = request.get("method", "mise")
+        if method not in METHODS:
+            raise ValueError(f"'method' must be one of {', '.join(METHODS)}, got {method!r}")
+        # checked before anything is allocated: a 2048³ request must not take the machine's memory
+        resolution = check_resolution(request.get("resolution", defaults.resolution), method)
+        threshold = request.get("threshold", defaults.threshold)
+        weights = self._weights(request)
+        start = time.perf_counter()
+        out = extract_mesh(
+            self.model.logit_fn_for(weights),
+            resolution=resolution,
+            threshold=threshold,
+            method=method,
+            cache=self._cache(weights),
+        )
+        center = weights @ self.model.centers
+        scale = float(weights @ self.model.scales)
+        vertices = (out["vertices"].astype(np.float64) * scale + center).astype(np.float32)
+        self.counter += 1
+        path = self.out_dir / f"mesh-{self.counter:06d}.ply"
+        write_ply(path, vertices, out["faces"])
+        stats = {**out["stats"], "total_seconds": time.perf_counter() - start}
+        return {"path": str(path), "vertices": len(vertices), "faces": len(out["faces"]), "stats": stats}
+
+    def handle(self, request: Any) -> tuple[dict, bool]:
+        """One request -> (response, keep_running)."""
+        if not isinstance(request, dict):
+            return {"ok": False, "error": "a request must be a JSON object"}, True
+        rid = request.get("id")
+        command = request.get("command", "extract")
+        try:
+            if command == "extract":
+                return {"id": rid, "ok": True, **self.extract(request)}, True
+            if command == "info":
+                return {"id": rid, "ok": True, "shapes": self.model.shape_ids, "device": self.model.device}, True
+            if command == "quit":
+                return {"id": rid, "ok": True}, False
+            raise ValueError(f"unknown command {command!r}; use 'extract', 'info' or 'quit'")
+        except (ValueError, TypeError) as err:
+            return {"id": rid, "ok": False, "error": str(err)}, True
+        except MemoryError:
+            return {"id": rid, "ok": False, "error": "out of memory for this request; use a lower resolution"}, True
+        except Exception as err:  # noqa: BLE001 - one bad request must not end the sliders' server
+            return {"id": rid, "ok": False, "error": f"the request failed ({type(err).__name__}: {err})"}, True
+
+    def serve(self, stdin: TextIO, stdout: TextIO, events: EventWriter) -> None:
+        events.emit("ready", shapes=self.model.shape_ids, device=self.model.device)
+        for line in stdin:  # bytes (the command reads stdin.buffer) or text
+            try:
+                text = line.decode("utf-8") if isinstance(line, bytes) else line
+            except UnicodeDecodeError as err:
+                response, keep = {"ok": False, "error": f"a request must be UTF-8 text ({err})"}, True
+            else:
+                if not text.strip():
+                    continue
+                try:
+                    request = json.loads(text)
+                except (json.JSONDecodeError, RecursionError) as err:
+                    response, keep = {"ok": False, "error": f"not valid JSON: {err}"}, True
+                else:
+                    response, keep = self.handle(request)
+            stdout.write(encode_response(response))
+            stdout.flush()
+            if not keep:
+                break

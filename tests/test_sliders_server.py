@@ -1,0 +1,70 @@
+"""The slider server: requests, errors, cached re-extraction, coordinates of the written mesh."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import trimesh
+
+from occnet_backend.events import EventWriter
+from occnet_backend.sliders import ShapeModel, SliderServer
+
+
+def two_spheres_model():
+    """Two learned 'shapes': a small and a large sphere, blended by weights like shape codes."""
+    radii = np.array([0.2, 0.4])
+
+    def logit_fn_for(weights):
+        r = float(weights @ radii)
+        return lambda p: (r - np.linalg.norm(p, axis=1)) * 30
+
+    return ShapeModel(logit_fn_for, ["small", "large"], centers=[[0, 0, 0], [10, 0, 0]], scales=[1.0, 2.0])
+
+
+def test_extract_writes_a_closed_mesh_in_source_coordinates(tmp_path):
+    server = SliderServer(two_spheres_model(), tmp_path)
+    response, keep = server.handle({"id": 7, "command": "extract", "resolution": 64, "shape": "large"})
+    assert keep and response["ok"] and response["id"] == 7
+    mesh = trimesh.load(response["path"])
+    assert mesh.is_watertight and response["vertices"] == len(mesh.vertices)
+    assert np.allclose(mesh.bounds.mean(axis=0), [10, 0, 0], atol=0.02)  # centre of the 'large' source
+    assert np.linalg.norm(mesh.vertices - [10, 0, 0], axis=1).max() == pytest.approx(0.8, abs=0.02)
+
+
+def test_threshold_change_reuses_the_cache_and_blend_is_closed(tmp_path):
+    server = SliderServer(two_spheres_model(), tmp_path)
+    first, _ = server.handle({"resolution": 128, "threshold": 0.5})
+    again, _ = server.handle({"resolution": 128, "threshold": 0.55})
+    assert again["stats"]["evaluations"] < first["stats"]["evaluations"] / 2
+    blend, _ = server.handle({"resolution": 64, "weights": [1, 1]})
+    mesh = trimesh.load(blend["path"])
+    assert mesh.is_watertight
+    assert np.linalg.norm(mesh.vertices - [5, 0, 0], axis=1).max() == pytest.approx(0.3 * 1.5, abs=0.03)
+
+
+@pytest.mark.parametrize(
+    "request_, message",
+    [
+        ({"resolution": 100}, "resolution must be one of 32, 64, 128, 256, 512"),
+        ({"threshold": 2}, "strictly between 0 and 1"),
+        ({"shape": "teapot"}, "unknown shape 'teapot'"),
+        ({"weights": [1]}, "list of 2 finite numbers"),
+        ({"weights": [-1, 0]}, ">= 0 with a positive sum"),
+        ({"command": "dance"}, "unknown command"),
+    ],
+)
+def test_bad_requests_get_an_error_response_not_a_crash(tmp_path, request_, message):
+    response, keep = SliderServer(two_spheres_model(), tmp_path).handle({"id": 1, **request_})
+    assert keep and response["ok"] is False and message in response["error"]
+
+
+def test_serve_loop_answers_each_line_and_ends_on_eof(tmp_path):
+    stdin = io.StringIO('{"id": 1, "command": "info"}\nnot json\n{"id": 2, "resolution": 32}\n')
+    stdout = io.StringIO()
+    SliderServer(two_spheres_model(), tmp_path).serve(stdin, stdout, EventWriter(stdout, enabled=True))
+    lines = [json.loads(line) for line in stdout.getvalue().splitlines()]
+    assert lines[0]["event"] == "ready" and lines[0]["shapes"] == ["small", "large"]
+    assert lines[1]["shapes"] == ["small", "large"]
+    assert lines[2]["ok"] is False and "not valid JSON" in lines[2]["error"]
+    assert lines[3]["ok"] and lines[3]["id"] == 2
