@@ -63,9 +63,11 @@ def read_manifest() -> dict:
 
 
 def stage(dest: Path) -> None:
-    """The add-on's files plus a copy of the backend package, without caches."""
+    """The add-on's files (the contract among them), a copy of the backend package, without caches,
+    and the license (GPL-3.0-or-later, as the manifest declares)."""
     shutil.copytree(ADDON, dest, ignore=IGNORE)
     shutil.copytree(BACKEND, dest / "occnet_backend", ignore=IGNORE)
+    shutil.copyfile(ROOT / "LICENSE", dest / "LICENSE")
 
 
 def run_ext(blender_ext: Path, *args: str) -> None:

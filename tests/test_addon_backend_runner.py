@@ -215,7 +215,7 @@ def test_interpreter_without_torch_says_what_is_missing_and_how_to_fix(python_wi
         interpreter.resolve_python(python_without_torch)
     message = str(info.value)
     assert python_without_torch in message and "lacks torch" in message
-    assert f'"{python_without_torch}" -m pip install "torch>=' in message
+    assert f'"{python_without_torch}" -m pip install "torch==' in message
     # the hint installs everything the backend imports (tqdm and matplotlib were once left out)
     assert all(f'"{requirement}"' in message for requirement in dependencies.REQUIREMENTS.values()
                if requirement.split(">")[0] != "numpy")
@@ -257,7 +257,7 @@ def test_check_backend_names_every_missing_module(python_without_torch):
     missing = next(line for line in lines if line.startswith("Missing: "))
     for module in ("torch", "trimesh", "skimage", "igl", "tqdm", "matplotlib"):
         assert module in missing.split(". Fix:")[0]
-    assert "-m pip install \"torch>=" in message and "scikit-image" in message and "libigl" in message
+    assert "-m pip install \"torch==" in message and "scikit-image" in message and "libigl" in message
     assert "ModuleNotFoundError" not in message  # the verdict and the fix, not the traceback words
 
 

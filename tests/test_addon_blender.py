@@ -208,7 +208,7 @@ def test_backend_interpreter_without_torch(blender, tmp_path, monkeypatch):
         pytest.skip("system Python has torch")
     monkeypatch.setenv("OCCNET_PYTHON", python)
     select(add_monkey())
-    _assert_fails_cleanly(tmp_path, rf"Backend Python {re.escape(python)} .*lacks torch.*-m pip install \"torch>=2")
+    _assert_fails_cleanly(tmp_path, rf"Backend Python {re.escape(python)} .*lacks torch.*-m pip install \"torch==2")
 
 
 def test_invalid_settings_are_reported_before_anything_runs(blender, tmp_path):

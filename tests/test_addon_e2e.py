@@ -195,7 +195,9 @@ def test_cancel_through_the_polling_path(blender, tmp_path):
         time.sleep(0.1)
     with pytest.raises(OccNetCancelled):
         job.finish()
+    job.abort()  # what the modal operator's clean end does next: it must not bring the folder back
     assert job.process.returncode == protocol.EXIT_CANCELLED
+    assert not job.job_dir.exists(), "a cancelled job's folder is deleted"
     assert scene_state() == before
     assert_no_backend_left([pid])
 
@@ -247,6 +249,7 @@ def test_built_zip_installs_as_extension_and_reconstructs(bare_blender, tmp_path
         assert interpreter.backend_root() == installed_dir, "not running the bundled backend"
         assert interpreter.backend_env()["PYTHONPATH"].split(os.pathsep)[0] == str(installed_dir)
         assert (installed_dir / "occnet_contract" / "protocol.py").is_file(), "the contract travels inside the zip"
+        assert "GNU GENERAL PUBLIC LICENSE" in (installed_dir / "LICENSE").read_text(), "the license travels too"
         prefs = bpy.context.preferences.addons[module].preferences
         assert prefs.device == "auto" and prefs.python_path == ""
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import bpy
@@ -36,7 +37,8 @@ from ..occnet_contract.settings import FitSettings
 from ..runner.errors import OccNetCancelled, OccNetError
 from . import jobs, preferences, properties, sliders
 
-__all__ = ["reconstruct", "update_result", "OccNetError", "OccNetCancelled", "FitSettings"]
+__all__ = ["reconstruct", "update_result", "install_backend", "remove_backend", "OccNetError", "OccNetCancelled",
+           "FitSettings"]
 
 
 def reconstruct(
@@ -142,6 +144,57 @@ def update_result(
             (e.g. the wrong number of weights). The object is unchanged then.
     """
     return sliders.update_blocking(obj, resolution=resolution, threshold=threshold, weights=weights, timeout=timeout)
+
+
+def install_backend(
+    env_dir: str | os.PathLike | None = None,
+    *,
+    extra_index_url: str = "",
+    cpu_only: bool = False,
+    base_python: str | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    cancel: Callable[[], bool] | threading.Event | None = None,
+    verbose: bool = True,
+) -> str:
+    """Builds the backend's private environment (what the Install Backend button does) and blocks
+    until it is ready; returns its interpreter, which auto-detection then picks. Provisioning a
+    machine headless: ``blender --background --python-expr "import occnet; occnet.install_backend()"``.
+
+    Args:
+        env_dir: where the environment goes (default: the add-on's user folder).
+        extra_index_url: a package index besides PyPI (e.g. PyTorch's CUDA builds on Windows).
+        cpu_only: PyTorch's CPU build (smaller; from PyTorch's own index).
+        base_python: the Python to build it from (default: $OCCNET_BASE_PYTHON, Blender's own
+            Python, python3.12 / python3.11 on PATH: the first that is 3.11 or 3.12 with venv).
+        on_event: called with every installer event; cancel: a callable or threading.Event.
+
+    Raises:
+        OccNetError: no fitting Python, not enough disk, pip failed (summarised; the log has all),
+            the packages do not import; OccNetCancelled when cancelled. Nothing half built is
+            left where auto-detection would pick it up.
+    """
+    from ..runner import installer as runner_installer
+    from . import installer
+
+    env = Path(env_dir) if env_dir else preferences.env_dir()
+    install = runner_installer.Install(env, installer.log_path(env), base_python=base_python,
+                                       extra_index_url=extra_index_url, cpu_only=cpu_only)
+
+    def event(e: dict[str, Any]) -> None:
+        if verbose:
+            print("OccNet install:", install.state.line(install.elapsed), flush=True)
+        if on_event is not None:
+            on_event(e)
+
+    should_cancel = cancel.is_set if isinstance(cancel, threading.Event) else cancel
+    return runner_installer.run_blocking(install, on_event=event, should_cancel=should_cancel)
+
+
+def remove_backend(env_dir: str | os.PathLike | None = None) -> bool:
+    """Deletes the environment `install_backend` built; False when there was none."""
+    from ..runner import installer as runner_installer
+
+    return runner_installer.remove_environment(Path(env_dir) if env_dir else preferences.env_dir())
 
 
 def _depsgraph(context: bpy.types.Context, scene: bpy.types.Scene) -> bpy.types.Depsgraph:

@@ -149,6 +149,8 @@ class Job:
         return self
 
     def _write_record(self, outcome: str) -> None:
+        if not self.job_dir.is_dir():
+            return  # a cancelled job's folder is deleted: writing would bring it back
         try:
             atomic_write_json(self.job_dir / JOB_RECORD, {**self._record, "outcome": outcome})
         except OSError:

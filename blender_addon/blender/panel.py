@@ -12,6 +12,7 @@ from __future__ import annotations
 import bpy
 
 from ..runner import jobstate
+from ..runner import installer
 from . import export, jobs, preferences, results, sliders, ui
 
 MAX_LISTED = 6
@@ -186,6 +187,8 @@ class OCCNET_PT_backend(bpy.types.Panel):
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         prefs = preferences.prefs_struct(context)
+        if installer.active() is not None or not (prefs and prefs.python_path) and preferences.backend_missing():
+            preferences.draw_installer(layout, context, prefs)  # no backend yet: the way to get one
         if prefs is None:
             layout.label(text="Enable the add-on to edit its preferences")
         else:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
 
+from ..runner import installer, interpreter
 from . import ui
 
 ADDON_ID = __package__.rpartition(".")[0]  # the add-on package: "blender_addon" from source, "bl_ext.<repo>.occnet" as an extension
@@ -36,12 +39,24 @@ class OCCNET_AP_preferences(bpy.types.AddonPreferences):
     )
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
     check_result: StringProperty(name="Last Check", options={"SKIP_SAVE"})
+    install_cpu_only: BoolProperty(
+        name="CPU Only",
+        description="Install PyTorch's CPU build (about 1.4 GB instead of 5-6 GB with CUDA; from PyTorch's own index)",
+    )
+    install_extra_index_url: StringProperty(
+        name="Extra Index URL",
+        description="A package index besides PyPI for Install Backend, e.g. PyTorch's CUDA builds for Windows: "
+                    "https://download.pytorch.org/whl/cu128",
+    )
+    install_message: StringProperty(name="Install Result", options={"SKIP_SAVE"})
+    install_is_error: BoolProperty(name="Install Failed", options={"SKIP_SAVE"})
 
     def draw(self, context: bpy.types.Context) -> None:
         draw_preferences(self.layout, self)
 
 
 def draw_preferences(layout: bpy.types.UILayout, prefs: "OCCNET_AP_preferences") -> None:
+    draw_installer(layout, bpy.context, prefs)
     layout.prop(prefs, "python_path")
     layout.prop(prefs, "work_dir")
     layout.prop(prefs, "device")
@@ -73,6 +88,44 @@ def prefs_struct(context: bpy.types.Context | None = None) -> "OCCNET_AP_prefere
     context = context or bpy.context
     addon = context.preferences.addons.get(ADDON_ID)
     return getattr(addon, "preferences", None)
+
+
+def env_dir() -> Path:
+    """The add-on's private environment: in the extension's user folder (kept across updates of the
+    add-on), or, for the legacy add-on, in Blender's user config folder."""
+    package = ADDON_ID
+    try:
+        return Path(bpy.utils.extension_path_user(package, path="backend", create=True))
+    except (ValueError, AttributeError, RuntimeError):  # not an extension (legacy add-on, a source checkout)
+        return Path(bpy.utils.user_resource("CONFIG", path="occnet", create=True)) / "backend"
+
+
+def backend_missing() -> bool:
+    """No backend in sight, cheaply (no interpreter is started: this runs in draw()): no
+    environment of Install Backend and no $OCCNET_PYTHON."""
+    return installer.ready_python(env_dir()) is None and not os.environ.get(interpreter.ENV_PYTHON)
+
+
+def draw_installer(layout: bpy.types.UILayout, context: bpy.types.Context, prefs) -> None:
+    """Install Backend's part of the preferences and of the panel's Backend section."""
+    install = installer.active()
+    box = layout.box()
+    if install is not None:
+        box.label(text="Installing the backend...", icon="IMPORT")
+        ui.draw_message(box, context, install.state.line(install.elapsed))
+        box.operator("occnet.cancel_install", icon="CANCEL")
+        return
+    ready = installer.ready_python(env_dir()) is not None
+    row = box.row(align=True)
+    row.operator("occnet.install_backend", text="Repair / Upgrade Backend" if ready else "Install Backend",
+                 icon="FILE_REFRESH" if ready else "IMPORT")
+    if ready:
+        row.operator("occnet.remove_backend", text="", icon="TRASH")
+    if prefs is not None:
+        box.prop(prefs, "install_cpu_only")
+        box.prop(prefs, "install_extra_index_url", text="Extra Index")
+        if prefs.install_message:
+            ui.draw_message(box, context, prefs.install_message, icon="ERROR" if prefs.install_is_error else "INFO")
 
 
 classes = (OCCNET_AP_preferences,)

@@ -19,7 +19,8 @@ EXIT_FAILED = 1  # bad input or a failure: one `error: ...` line on stderr and a
 EXIT_USAGE = 2  # the command line itself is wrong (argparse's code)
 EXIT_CANCELLED = 130  # SIGINT or SIGTERM: the step finishes and the checkpoint is saved first
 
-STAGES = ("prepare", "train", "extract")
+STAGES = ("prepare", "train", "extract",  # fit
+          "environment", "packages", "check")  # Install Backend
 STATUSES = ("ok", "cancelled", "error")
 
 EVENTS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -28,7 +29,7 @@ EVENTS: dict[str, dict[str, tuple[str, ...]]] = {
                                            "total", "out", "workers")},
     "stage": {"required": ("name",), "optional": ()},
     "progress": {"required": ("step",), "optional": ("total", "loss", "iou", "points_per_s", "eta_s", "lr", "epoch",
-                                                     "shape_id", "status", "message")},
+                                                     "shape_id", "status", "message", "bytes", "seconds")},
     "checkpoint": {"required": ("path",), "optional": ("kind", "step")},
     "mesh": {"required": ("shape_id", "path"), "optional": ("step",)},
     "metrics": {"required": (), "optional": ("shape_id", "step")},  # plus the metric values themselves

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..occnet_contract.dependencies import MODULES, install_command
+from ..occnet_contract.dependencies import MODULES, READY_FILE, env_python, install_command
 from .errors import OccNetError
 
 ENV_PYTHON = "OCCNET_PYTHON"
@@ -43,24 +43,27 @@ def backend_root() -> Path:
     )
 
 
-def _venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+INSTALLED_ENV: list[Path] = []
+"""Where Install Backend puts the environment (the add-on's user folder), set when the add-on registers."""
 
 
 def candidate_pythons(work_dir: str | os.PathLike | None = None) -> list[tuple[str, str]]:
     """Interpreters worth probing, best first, as (path, where it came from).
 
+    First the environment Install Backend built (once finished: its ready file is in it).
     sys.executable is last: inside Blender it is Blender's own Python, which usually lacks torch
     (but when Blender runs as the ``bpy`` module inside a torch venv it is exactly right).
     """
     found: list[tuple[str, str]] = []
+    if INSTALLED_ENV and (INSTALLED_ENV[0] / READY_FILE).is_file():
+        found.append((str(env_python(INSTALLED_ENV[0])), f"installed by Install Backend ({INSTALLED_ENV[0]})"))
     try:
         root = backend_root()
-        found.append((str(_venv_python(root / ".venv")), f"virtual environment beside the backend ({root / '.venv'})"))
+        found.append((str(env_python(root / ".venv")), f"virtual environment beside the backend ({root / '.venv'})"))
     except OccNetError:
         pass
     if work_dir:
-        found.append((str(_venv_python(Path(work_dir) / "venv")), "the work folder's environment"))
+        found.append((str(env_python(Path(work_dir) / "venv")), "the work folder's environment"))
     for name in ("python3.12", "python3.11", "python3.10", "python3", "python"):
         path = shutil.which(name)
         if path:
@@ -105,13 +108,10 @@ def run_interpreter(argv: list[str], *, timeout: float, **kwargs: Any) -> subpro
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
-def probe_python(python: str, timeout: float = 20.0) -> dict[str, Any]:
-    """Fast check (no imports, just find_spec): {'version': [3, 11, 7], 'missing': [...]}.
-
-    Raises OccNetError when the interpreter does not run at all.
-    """
+def run_python(python: str, code: str, *, timeout: float, **kwargs: Any) -> subprocess.CompletedProcess:
+    """``python -c code`` (see `run_interpreter`); OccNetError saying why when it cannot run at all."""
     try:
-        out = run_interpreter([python, "-c", _PROBE % (list(MODULES),)], timeout=timeout, env=_clean_env())
+        return run_interpreter([python, "-c", code], timeout=timeout, **kwargs)
     except FileNotFoundError:
         raise OccNetError(f"Backend Python '{python}' does not exist.") from None
     except PermissionError:
@@ -120,6 +120,14 @@ def probe_python(python: str, timeout: float = 20.0) -> dict[str, Any]:
         raise OccNetError(f"Backend Python '{python}' did not answer within {timeout:.0f} s.") from None
     except OSError as err:
         raise OccNetError(f"Backend Python '{python}' cannot be started: {err}") from None
+
+
+def probe_python(python: str, timeout: float = 20.0) -> dict[str, Any]:
+    """Fast check (no imports, just find_spec): {'version': [3, 11, 7], 'missing': [...]}.
+
+    Raises OccNetError when the interpreter does not run at all.
+    """
+    out = run_python(python, _PROBE % (list(MODULES),), timeout=timeout, env=_clean_env())
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise OccNetError(f"Backend Python '{python}' fails to run a trivial script: {last}")
@@ -134,8 +142,9 @@ def missing_message(python: str, origin: str, info: dict[str, Any]) -> str:
     missing = info.get("missing", [])
     return (
         f"Backend Python {python} ({origin}, Python {version}) lacks {', '.join(missing)}. "
-        f"Install with: {install_command(python, missing)} - or pick another interpreter in the "
-        f"add-on preferences (or set {ENV_PYTHON}) and press Check Backend."
+        f"Install with: {install_command(python, missing)} - or clear it and press Install Backend (a private "
+        f"environment with everything), or pick another interpreter in the add-on preferences (or set "
+        f"{ENV_PYTHON}) and press Check Backend."
     )
 
 
@@ -185,8 +194,9 @@ def resolve_python(preference: str = "", work_dir: str | None = None, *, check: 
     raise OccNetError(
         "No Python with the backend's packages (PyTorch and others) was found.\n"
         + ("Tried: " + "; ".join(tried) if tried else "No Python interpreter was found on PATH.") + "\n"
-        + f"Fix: set Backend Python in the add-on preferences (or ${ENV_PYTHON}) to an interpreter that has them, "
-        f"or install them into one: {install_command('python3')}"
+        + "Fix: press Install Backend (in the add-on preferences, or the panel's Backend section): it builds a "
+        f"private environment with them. Or set Backend Python in the preferences (or ${ENV_PYTHON}) to an "
+        f"interpreter that has them, or install them into one: {install_command('python3')}"
     )
 
 
@@ -226,15 +236,8 @@ def check_backend(python: str, timeout: float = 180.0) -> dict[str, Any]:
     Slower than ``probe_python`` (imports torch: seconds), but it is what the "Check Backend"
     button needs: versions, the device that ``auto`` would pick, and the exact import errors.
     """
-    code = _CHECK.replace("NAMES", repr(list(MODULES)))
-    try:
-        out = run_interpreter([python, "-c", code], timeout=timeout, env=backend_env(), cwd=str(backend_root()))
-    except FileNotFoundError:
-        raise OccNetError(f"Backend Python '{python}' does not exist.") from None
-    except subprocess.TimeoutExpired:
-        raise OccNetError(f"Checking the backend in '{python}' took more than {timeout:.0f} s.") from None
-    except OSError as err:
-        raise OccNetError(f"Backend Python '{python}' cannot be started: {err}") from None
+    out = run_python(python, _CHECK.replace("NAMES", repr(list(MODULES))), timeout=timeout, env=backend_env(),
+                     cwd=str(backend_root()))
     lines = out.stdout.strip().splitlines()
     try:
         return json.loads(lines[-1])

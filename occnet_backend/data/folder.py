@@ -473,31 +473,8 @@ def prepare_dataset(
     config = config or SamplingConfig(seed=seed)
     if split is not None:
         split_ids([], split)  # validate the fractions before doing any work
-    files = collect_inputs(inputs)
     existing = find_meshes(root) if (root / MESHES_DIR).is_dir() else {}
-    sources: dict[str, Path] = {}
-    folded = {sid.casefold(): sid for sid in existing}
-    given: dict[str, str] = {}  # casefolded id -> id, of the inputs
-    for f in files:
-        sid = validate_shape_id(shape_id_from_path(f), where=str(f))
-        twin = given.get(sid.casefold())
-        if twin is not None:
-            # 'Sphere.obj' and 'sphere.obj' are one file on macOS and Windows disks: refused up front,
-            # before a folder exists that every later command rejects
-            raise DatasetError(
-                f"duplicate shape id {sid!r}: {sources[twin]} and {f} (shape ids come from file names and must "
-                "differ in more than case); rename one of them"
-            )
-        given[sid.casefold()] = sid
-        old = folded.get(sid.casefold())
-        if old is not None and existing[old].suffix.lower() != f.suffix.lower():
-            raise DatasetError(
-                f"duplicate shape id {sid!r}: {f} would sit beside {existing[old]}; "
-                "delete the old file or rename the new one"
-            )
-        if old is not None and old != sid:
-            raise DatasetError(f"shape ids {old!r} and {sid!r} differ only in case; rename one of them")
-        sources[sid] = f
+    sources = _new_sources(collect_inputs(inputs), existing)
     all_ids = sorted(set(existing) | set(sources))
     if not all_ids:
         raise DatasetError(f"no meshes to prepare: give mesh files or folders, or put meshes in {root / MESHES_DIR}")
@@ -522,6 +499,50 @@ def prepare_dataset(
         if on_progress:
             on_progress(done, len(tasks), result)
 
+    _run(tasks, workers, record)
+
+    if report.errors:
+        first = report.errors[0]["message"]
+        raise PrepareError(
+            f"{len(report.errors)} of {len(tasks)} meshes could not be prepared (first: {first}); "
+            "fix or remove them and run prepare again (prepared shapes are reused)",
+            report,
+        )
+    report.splits = _choose_splits(root, report.shapes, split, seed)
+    return report
+
+
+def _new_sources(files: list[Path], existing: dict[str, Path]) -> dict[str, Path]:
+    """shape id -> input file, refusing ids that collide with each other or with a mesh already in
+    the folder (also when they differ only in case, or in the file's extension)."""
+    sources: dict[str, Path] = {}
+    folded = {sid.casefold(): sid for sid in existing}
+    given: dict[str, str] = {}  # casefolded id -> id, of the inputs
+    for f in files:
+        sid = validate_shape_id(shape_id_from_path(f), where=str(f))
+        twin = given.get(sid.casefold())
+        if twin is not None:
+            # 'Sphere.obj' and 'sphere.obj' are one file on macOS and Windows disks: refused up front,
+            # before a folder exists that every later command rejects
+            raise DatasetError(
+                f"duplicate shape id {sid!r}: {sources[twin]} and {f} (shape ids come from file names and must "
+                "differ in more than case); rename one of them"
+            )
+        given[sid.casefold()] = sid
+        old = folded.get(sid.casefold())
+        if old is not None and existing[old].suffix.lower() != f.suffix.lower():
+            raise DatasetError(
+                f"duplicate shape id {sid!r}: {f} would sit beside {existing[old]}; "
+                "delete the old file or rename the new one"
+            )
+        if old is not None and old != sid:
+            raise DatasetError(f"shape ids {old!r} and {sid!r} differ only in case; rename one of them")
+        sources[sid] = f
+    return sources
+
+
+def _run(tasks: list[tuple], workers: int, record: Callable[[dict], None]) -> None:
+    """`_prepare_one` for every task, in up to `workers` processes; each result goes to `record`."""
     if workers <= 1 or len(tasks) == 1:
         for t in tasks:
             record(_prepare_one(t))
@@ -544,16 +565,6 @@ def prepare_dataset(
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown()
-
-    if report.errors:
-        first = report.errors[0]["message"]
-        raise PrepareError(
-            f"{len(report.errors)} of {len(tasks)} meshes could not be prepared (first: {first}); "
-            "fix or remove them and run prepare again (prepared shapes are reused)",
-            report,
-        )
-    report.splits = _choose_splits(root, report.shapes, split, seed)
-    return report
 
 
 def _choose_splits(root: Path, ids: list[str], split: Sequence[float] | None, seed: int) -> dict[str, list[str]]:
