@@ -63,7 +63,7 @@ def main() -> None:
     import bpy
 
     import blender_addon
-    from blender_addon import api, live, results
+    from blender_addon.blender import api, results, sliders
 
     os.environ["OCCNET_PYTHON"] = sys.executable
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -80,7 +80,7 @@ def main() -> None:
         api.update_result(ob, **change)
         bpy.context.view_layer.update()  # the scene sees the new mesh
         total = time.perf_counter() - start
-        stats = live.status(ob).stats
+        stats = sliders.status(ob).stats
         return {"total": total, "backend": stats.get("total_seconds", float("nan")),
                 "evaluations": stats.get("evaluations", 0), "vertices": len(ob.data.vertices)}
 
@@ -94,7 +94,7 @@ def main() -> None:
     print(f"server device: {prefs_device}; times are update_result + depsgraph update, median of {args.repeats}")
     print(f"  {'change':<58} {'median':>9}")
     for res in args.resolutions:
-        live.POOL.stop_all()  # a fresh server: no cached grid for this function
+        sliders.POOL.stop_all()  # a fresh server: no cached grid for this function
         half = max(32, res // 2)
         first = timed(resolution=half, threshold=0.5)
         print(line(f"{res}³: first update, server start + {half}³ (add-on = start)", [first]))
@@ -108,18 +108,18 @@ def main() -> None:
         print(line(f"{res}³: resolution {half}³ -> {res}³ (level seen before)", back))
 
     # The UI path: a property change -> debounce -> timer tick -> request -> swap.
-    live.POOL.stop_all()
+    sliders.POOL.stop_all()
     api.update_result(ob, resolution=128, threshold=0.5)
     rows = []
     for t in (0.45, 0.55, 0.4, 0.6, 0.35)[: args.repeats]:
         start = time.perf_counter()
         ob.occnet_live.threshold = t
-        while live.process_once():
+        while sliders.process_once():
             time.sleep(0.005)
         bpy.context.view_layer.update()
-        rows.append({"total": time.perf_counter() - start, "backend": live.status(ob).stats.get("total_seconds", 0.0),
-                     "evaluations": live.status(ob).stats.get("evaluations", 0), "vertices": len(ob.data.vertices)})
-    print(line(f"128³ UI path: threshold property (incl. {live.sliders.DEBOUNCE_S:.2f} s debounce)", rows))
+        rows.append({"total": time.perf_counter() - start, "backend": sliders.status(ob).stats.get("total_seconds", 0.0),
+                     "evaluations": sliders.status(ob).stats.get("evaluations", 0), "vertices": len(ob.data.vertices)})
+    print(line(f"128³ UI path: threshold property (incl. {sliders.slider_client.DEBOUNCE_S:.2f} s debounce)", rows))
     orphans = [m.name for m in bpy.data.meshes if m.users == 0]
     print(f"orphan meshes after all updates: {len(orphans)}; load average after: {os.getloadavg()[0]:.2f}")
     blender_addon.unregister()

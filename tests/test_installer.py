@@ -41,8 +41,9 @@ def detected(env: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_install_check_reconstruct_remove(no_backend_configured, tmp_path):
+def test_install_check_reconstruct_remove(no_backend_configured, tmp_path, monkeypatch):
     env = no_backend_configured
+    assert api.remove_backend() is False, "nothing to remove yet"
     events = []
     python = api.install_backend(on_event=events.append, verbose=False)
     assert python == str(env_python(env)) and (env / READY_FILE).is_file()
@@ -66,9 +67,20 @@ def test_install_check_reconstruct_remove(no_backend_configured, tmp_path):
     log = (Path(made[0]["occnet_job"]) / "backend.log").read_text()
     assert log.startswith(f"$ {python} -m occnet_backend fit") and len(made[0].data.polygons) > 0
 
-    # pressing it again repairs: nothing to download, the environment stays usable
+    # a broken environment (a package gone) whose repair fails (the index unreachable) is left unused,
+    # though it was just detected; pressing it again with the index back repairs it
+    subprocess.run([python, "-m", "pip", "uninstall", "-y", "-q", "tqdm"], check=True)
+    with monkeypatch.context() as m:
+        m.setenv("PIP_CONFIG_FILE", os.devnull)
+        m.delenv("PIP_FIND_LINKS", raising=False)
+        m.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+        with pytest.raises(OccNetError, match="could not be reached"):
+            api.install_backend(verbose=False)
+    assert env_python(env).is_file() and not (env / READY_FILE).is_file()
+    assert interpreter.resolve_python("")[0] != python, "a half-repaired environment was picked"
     again = api.install_backend(verbose=False)
     assert again == python and (env / READY_FILE).is_file()
+    assert interpreter.resolve_python("")[0] == python
 
     assert bpy.ops.occnet.remove_backend() == {"FINISHED"}
     assert not env.exists() and not detected(env)

@@ -4,7 +4,7 @@ Example (save as ``script.py``, run with
 ``blender --background scene.blend --python-exit-code 1 --python script.py``)::
 
     import bpy
-    from blender_addon import api as occnet  # extension: from bl_ext.user_default.occnet import api
+    from blender_addon.blender import api as occnet  # extension: from bl_ext.user_default.occnet.blender import api
     # (once the add-on is enabled, ``import occnet`` works too)
 
     suzanne = bpy.data.objects["Suzanne"]
@@ -157,7 +157,8 @@ def install_backend(
     verbose: bool = True,
 ) -> str:
     """Builds the backend's private environment (what the Install Backend button does) and blocks
-    until it is ready; returns its interpreter, which auto-detection then picks. Provisioning a
+    until it is ready; returns its interpreter (auto-detection picks it when it is in the default
+    place, the add-on's user folder; elsewhere, give it as Backend Python). Provisioning a
     machine headless: ``blender --background --python-expr "import occnet; occnet.install_backend()"``.
 
     Args:

@@ -2,8 +2,9 @@
 
 ``Install Backend`` builds a private Python environment with the backend's pinned requirements in
 the add-on's user folder, in a subprocess (Blender stays responsive): progress in the preferences
-and the panel's Backend section, Cancel, a log file, and at the end an automatic Check Backend.
-Pressing it again repairs or upgrades; ``Remove Backend`` deletes the environment. In
+and the sidebar panel, Cancel, a log file, and at the end an automatic Check Backend.
+Pressing it again repairs or upgrades; ``Remove Backend`` deletes the environment. The sidebar panel
+offers it at its top while no backend is found. In
 ``blender --background`` (no timers) the operator blocks, and ``api.install_backend()`` serves scripts.
 """
 
@@ -36,10 +37,15 @@ def _new_install(context: bpy.types.Context, env: Path | None = None) -> "instal
 
 
 def _report(context: bpy.types.Context, message: str, *, is_error: bool) -> None:
+    """Where the preferences and the sidebar panel show it."""
     struct = preferences.prefs_struct(context)
     if struct is not None:
         struct.install_message = message
         struct.install_is_error = is_error
+    status = getattr(context.window_manager, "occnet_status", None)
+    if status is not None:
+        status.message, status.is_error, status.job_dir = message, is_error, ""
+        status.log_path = str(log_path(preferences.env_dir())) if is_error else ""
     redraw(context)
 
 
@@ -101,7 +107,7 @@ class OCCNET_OT_install_backend(bpy.types.Operator):
         finally:
             installer.ACTIVE.clear()
         ok, message = _checked(context, python)
-        _report(context, f"Installed the backend in {install.elapsed:.0f} s: {python}", is_error=not ok)
+        _report(context, f"Installed the backend in {install.elapsed:.0f} s. {message}", is_error=not ok)
         self.report({"INFO"} if ok else {"ERROR"}, message)
         return {"FINISHED"} if ok else {"CANCELLED"}
 
@@ -154,6 +160,13 @@ class OCCNET_OT_install_backend(bpy.types.Operator):
         self._check.start()
         return {"PASS_THROUGH"}
 
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender ends the modal itself (another file loaded, the window closed): stop the installer
+        too (it deletes what it half built), or nothing would poll it and the buttons stay disabled."""
+        if self._install is not None and self._install.proc is not None and self._install.proc.returncode is None:
+            self._install.proc.terminate()
+        self._end(context, OccNetCancelled("Install Backend stopped: Blender ended it (a file was loaded?)."))
+
     def _end(self, context: bpy.types.Context, err: BaseException | None) -> set[str]:
         if self._timer is not None:
             context.window_manager.event_timer_remove(self._timer)
@@ -173,7 +186,7 @@ class OCCNET_OT_install_backend(bpy.types.Operator):
         struct = preferences.prefs_struct(context)
         if struct is not None:
             struct.check_result = message
-        _report(context, f"Installed the backend in {install.elapsed:.0f} s.", is_error=not ok)
+        _report(context, f"Installed the backend in {install.elapsed:.0f} s. {message}", is_error=not ok)
         self.report({"INFO"} if ok else {"ERROR"}, message.splitlines()[0])
         return {"FINISHED"} if ok else {"CANCELLED"}
 

@@ -27,6 +27,9 @@ class OCCNET_PT_main(bpy.types.Panel):
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
+        prefs = preferences.prefs_struct(context)
+        if installer.active() is not None or not (prefs and prefs.python_path) and preferences.backend_missing():
+            preferences.draw_installer(layout, context, prefs, hint=True)  # no backend yet: the way to get one
         job = jobs.active_job()
         if job is not None:
             self._draw_running(layout, job)
@@ -187,8 +190,6 @@ class OCCNET_PT_backend(bpy.types.Panel):
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         prefs = preferences.prefs_struct(context)
-        if installer.active() is not None or not (prefs and prefs.python_path) and preferences.backend_missing():
-            preferences.draw_installer(layout, context, prefs)  # no backend yet: the way to get one
         if prefs is None:
             layout.label(text="Enable the add-on to edit its preferences")
         else:

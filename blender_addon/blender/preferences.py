@@ -9,7 +9,9 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
+from ..occnet_contract.dependencies import env_python
 from ..runner import installer, interpreter
+from ..runner.errors import OccNetError
 from . import ui
 
 ADDON_ID = __package__.rpartition(".")[0]  # the add-on package: "blender_addon" from source, "bl_ext.<repo>.occnet" as an extension
@@ -95,21 +97,33 @@ def env_dir() -> Path:
     add-on), or, for the legacy add-on, in Blender's user config folder."""
     package = ADDON_ID
     try:
-        return Path(bpy.utils.extension_path_user(package, path="backend", create=True))
+        return Path(bpy.utils.extension_path_user(package, create=True)) / "backend"
     except (ValueError, AttributeError, RuntimeError):  # not an extension (legacy add-on, a source checkout)
         return Path(bpy.utils.user_resource("CONFIG", path="occnet", create=True)) / "backend"
 
 
 def backend_missing() -> bool:
-    """No backend in sight, cheaply (no interpreter is started: this runs in draw()): no
-    environment of Install Backend and no $OCCNET_PYTHON."""
-    return installer.ready_python(env_dir()) is None and not os.environ.get(interpreter.ENV_PYTHON)
+    """No backend in sight, cheaply (no interpreter is started: this runs in draw()): no environment
+    of Install Backend, no $OCCNET_PYTHON, no interpreter auto-detected so far, no `.venv` beside the
+    backend (a source checkout's)."""
+    if installer.ready_python(env_dir()) is not None or os.environ.get(interpreter.ENV_PYTHON):
+        return False
+    if interpreter.detected_before():
+        return False
+    try:
+        return not env_python(interpreter.backend_root() / ".venv").is_file()
+    except OccNetError:
+        return True
 
 
-def draw_installer(layout: bpy.types.UILayout, context: bpy.types.Context, prefs) -> None:
-    """Install Backend's part of the preferences and of the panel's Backend section."""
+def draw_installer(layout: bpy.types.UILayout, context: bpy.types.Context, prefs, hint: bool = False) -> None:
+    """Install Backend's part of the preferences, and of the sidebar panel while no backend is found
+    (``hint``: say why it is there)."""
     install = installer.active()
     box = layout.box()
+    if install is None and hint:
+        ui.draw_message(box, context, "No backend yet: training runs in its own Python with PyTorch. Install "
+                                      "Backend sets one up (once; a few minutes).", icon="INFO")
     if install is not None:
         box.label(text="Installing the backend...", icon="IMPORT")
         ui.draw_message(box, context, install.state.line(install.elapsed))

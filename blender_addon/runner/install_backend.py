@@ -99,11 +99,12 @@ class Installer:
                                                   "python": sys.version.split()[0], "created": time.time()})
 
     def pip_install(self) -> None:
-        argv = [str(env_python(self.env)), "-m", "pip", "install", "--progress-bar", "off",
+        argv = [str(env_python(self.env)), "-m", "pip", "install", "--progress-bar", "off", "--no-input",
                 "--disable-pip-version-check", *self.pip_options, *REQUIREMENTS.values()]
         sys.stderr.write("$ " + " ".join(argv) + "\n")
         self.progress(f"Installing {len(REQUIREMENTS)} packages and what they need")
-        self.pip = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.pip = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, bufsize=1)
         output: list[str] = []
         for line in self.pip.stdout:
             sys.stderr.write(line)
@@ -185,9 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         installer.clean_up()
         installer.emit("done", status="cancelled")
         return EXIT_CANCELLED
-    except (InstallError, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - InstallError, OSError, ensurepip's CalledProcessError, a bug
         installer.clean_up()
-        message = str(err) if isinstance(err, InstallError) else f"{getattr(err, 'filename', '') or ''} {err}".strip()
+        if isinstance(err, InstallError):
+            message = str(err)
+        elif isinstance(err, OSError):
+            message = f"{err.filename or ''} {err.strerror or err}".strip()
+        else:
+            message = f"{type(err).__name__}: {err}"
         print(f"error: {message}", file=sys.stderr)
         installer.emit("error", message=message)
         installer.emit("done", status="error")

@@ -153,6 +153,7 @@ class Install:
         self.started_at = 0.0
 
     def start(self) -> "Install":
+        interpreter.forget_detected()  # a repair removes the ready file first: nothing may keep using it
         self.env.parent.mkdir(parents=True, exist_ok=True)
         self.proc = process.BackendProcess(self.argv, cwd=self.env.parent, log_path=self.log_path).start()
         self.started_at = time.monotonic()

@@ -194,10 +194,15 @@ def resolve_python(preference: str = "", work_dir: str | None = None, *, check: 
     raise OccNetError(
         "No Python with the backend's packages (PyTorch and others) was found.\n"
         + ("Tried: " + "; ".join(tried) if tried else "No Python interpreter was found on PATH.") + "\n"
-        + "Fix: press Install Backend (in the add-on preferences, or the panel's Backend section): it builds a "
+        + "Fix: press Install Backend (in the add-on preferences, or at the top of the sidebar panel): it builds a "
         f"private environment with them. Or set Backend Python in the preferences (or ${ENV_PYTHON}) to an "
         f"interpreter that has them, or install them into one: {install_command('python3')}"
     )
+
+
+def detected_before() -> bool:
+    """Whether auto-detection found an interpreter in this session (and it still exists)."""
+    return any(os.path.isfile(python) for python, _ in _DETECTED.values())
 
 
 def forget_detected() -> None:

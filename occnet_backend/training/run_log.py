@@ -81,8 +81,10 @@ class RunLog:
             self.writer.add_mesh(tag, torch.as_tensor(vertices[None]), faces=torch.as_tensor(faces[None].astype("int32")),
                                  global_step=step)
 
-    def close(self) -> None:
+    def close_bar(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+    def flush(self) -> None:
         if self.writer is not None:
             self.writer.flush()

@@ -220,9 +220,9 @@ class OccupancyTrainer:
                         last_of_group = len(group) + 1 == self.accumulate_steps
                         group.append(self._forward_backward(batch, 1 / self.accumulate_steps, sync=last_of_group))
                         if len(group) == self.accumulate_steps:
-                            self._step(group, total)
+                            stop = self._step(group, total)  # the flag every process agreed on
                             group = []
-                            if self.stop() or self._reached(None, max_steps):
+                            if stop or self._reached(None, max_steps):
                                 break
                     else:  # the epoch ran out (a short accumulation group still makes a step)
                         if not seen:
@@ -234,8 +234,9 @@ class OccupancyTrainer:
                         continue
                     break  # stopped mid-epoch, right after a step: a resume continues the epoch
         finally:
-            self.run_log.close()
+            self.run_log.close_bar()
         self._finish(first_step)
+        self.run_log.flush()  # after the final validation's scalars and meshes
         return self.history
 
     def _forward_backward(self, batch: dict, scale: float, sync: bool = True) -> torch.Tensor:
@@ -257,13 +258,14 @@ class OccupancyTrainer:
             return torch.stack([loss.detach().float(), (pred & true).sum().float(), (pred | true).sum().float(),
                                 torch.tensor(float(target.numel()), device=logits.device)])
 
-    def _step(self, group: list[torch.Tensor], total: int | None) -> None:
+    def _step(self, group: list[torch.Tensor], total: int | None) -> bool:
         """The optimizer step after a group of batches, then what follows a step: the history
-        record, progress, validation and periodic checkpoints when due."""
+        record, progress, validation and periodic checkpoints when due. Returns whether to stop,
+        as every process agreed."""
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
         grad_norm = self._optimizer_step(len(group))
-        compute_seconds = time.perf_counter() - self._step_started
         loss, inter, union, points = torch.stack(group).sum(0).tolist()  # the one device sync per step
+        compute_seconds = time.perf_counter() - self._step_started  # after the sync: the GPU's work too
         loss /= len(group)
         if not math.isfinite(loss):
             raise NonFiniteLossError(
@@ -283,6 +285,7 @@ class OccupancyTrainer:
             self.save_checkpoint(kind="last")
         self.stop.requested = stop
         self._step_started = time.perf_counter()
+        return stop
 
     def _optimizer_step(self, batches: int) -> float | None:
         """Returns the gradient norm when `grad_clip` is set."""

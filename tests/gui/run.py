@@ -86,8 +86,11 @@ def main() -> int:
         **os.environ,
         "REAL_BLENDER_DIR": str(work / "rb"),  # a fresh HOME: the extension installed anew, default prefs
         "REAL_BLENDER_HOST_PYTHON": sys.executable,  # the backend runs in this venv, on the host
+        # Install Backend builds its environment from that Python, on the host; its python links
+        # into this installation, which Blender inside then runs directly
+        "REAL_BLENDER_BIND": sys.base_prefix,
         "REAL_BLENDER_PASS": "OCCNET_GUI_OUT OCCNET_GUI_SESSION",
-        "REAL_BLENDER_TIMEOUT": os.environ.get("REAL_BLENDER_TIMEOUT", "300"),
+        "REAL_BLENDER_TIMEOUT": os.environ.get("REAL_BLENDER_TIMEOUT", "600"),
         "REAL_BLENDER_LOG": str(work / "out" / "blender.log"),
         "OCCNET_GUI_OUT": str(work / "out"),
     }

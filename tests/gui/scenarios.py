@@ -413,10 +413,57 @@ def s_reopen_and_slide():
     log(f"reopened: faces {faces0} -> {len(result.data.polygons)}")
 
 
+def s_install_backend():
+    """An artist with no backend: the sidebar offers Install Backend; pressed (invoked from the
+    timer, so Blender's loop runs its modal code), it draws its progress while Blender stays live,
+    and lands an environment that Check Backend, run by itself at the end, reports ready."""
+    preferences, installer, interpreter = mod("blender.preferences"), mod("runner.installer"), mod("runner.interpreter")
+    host_python = os.environ.pop("OCCNET_PYTHON")  # nothing configured: as on an artist's machine
+    os.environ["OCCNET_BASE_PYTHON"] = host_python  # Blender 4.3 here runs Python 3.13; build from the host's 3.11
+    interpreter.forget_detected()
+    drawn: list[str] = []
+    original = preferences.draw_installer
+
+    def recorded(layout, context, prefs, hint=False):
+        install = installer.active()
+        if install is not None:
+            drawn.append(install.state.line(install.elapsed))
+        return original(layout, context, prefs, hint)
+
+    try:
+        with patched(preferences, "draw_installer", recorded):
+            select_only()
+            with bpy.context.temp_override(**rb.override()):
+                rb.override()["area"].spaces.active.show_region_ui = True
+            check(preferences.backend_missing(), "a backend was found although none is configured")
+            yield 1.0
+            shot("install_offered")
+            with bpy.context.temp_override(**rb.override()):
+                started = bpy.ops.occnet.install_backend("INVOKE_DEFAULT")
+            check(started == {"RUNNING_MODAL"}, f"Install Backend did not start: {started}")
+            yield until(lambda: any("Collecting" in line for line in drawn), 240, "the installer's progress drawn")
+            yield 1.5
+            shot("install_progress")
+            yield until(lambda: installer.active() is None, 540, "Install Backend to end")
+            yield 1.5
+            prefs = preferences.prefs_struct()
+            check(prefs.check_result.startswith("Backend ready."), f"the automatic check: {prefs.check_result!r}")
+            check("installed by Install Backend" in prefs.check_result, f"not the new environment: {prefs.check_result!r}")
+            check(status().message.startswith("Installed the backend"), f"the panel says {status().message!r}")
+            check(not preferences.backend_missing(), "the panel still offers Install Backend")
+            shot("install_done")
+            log(f"install: {len(drawn)} progress draws, e.g. {drawn[len(drawn) // 2]!r}; {prefs.check_result!r}")
+    finally:
+        os.environ["OCCNET_PYTHON"] = host_python
+        os.environ.pop("OCCNET_BASE_PYTHON", None)
+        interpreter.forget_detected()
+        status().message = ""
+
+
 SESSIONS = {
     "main": [s_check_backend, s_reconstruct_by_click, s_live_threshold_and_resolution, s_escape_cancels,
              s_cancel_button, s_failure_in_invoke, s_failure_in_poll, s_failure_in_finish, s_failure_in_import,
-             s_save_and_quit],
+             s_install_backend, s_save_and_quit],
     "reopen": [s_reopen_and_slide],
 }
 
