@@ -69,7 +69,18 @@ def _checked(context: bpy.types.Context, python: str) -> tuple[bool, str]:
     return ok, message
 
 
-class OCCNET_OT_install_backend(bpy.types.Operator):
+class _NotWhileInstalling:
+    """Install and Remove Backend are greyed out, saying why, while an install runs."""
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if installer.active() is not None:
+            cls.poll_message_set("Install Backend is running")
+            return False
+        return True
+
+
+class OCCNET_OT_install_backend(_NotWhileInstalling, bpy.types.Operator):
     """Build a private Python environment with PyTorch and the backend's other packages (downloads
     about 1-3 GB; takes minutes). Press again to repair or upgrade it"""
 
@@ -82,12 +93,6 @@ class OCCNET_OT_install_backend(bpy.types.Operator):
     _check_result: tuple[bool, str] | None = None
     _drawn = (0, 0)  # (event revision, whole seconds) last drawn: redraw on news, and each second for the clock
 
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        if installer.active() is not None:
-            cls.poll_message_set("Install Backend is running")
-            return False
-        return True
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         """The blocking path (background mode, scripts): prints progress, then checks."""
@@ -210,18 +215,12 @@ class OCCNET_OT_cancel_install(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class OCCNET_OT_remove_backend(bpy.types.Operator):
+class OCCNET_OT_remove_backend(_NotWhileInstalling, bpy.types.Operator):
     """Delete the environment Install Backend built (a few GB); Install Backend builds it again"""
 
     bl_idname = "occnet.remove_backend"
     bl_label = "Remove Backend"
 
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        if installer.active() is not None:
-            cls.poll_message_set("Install Backend is running")
-            return False
-        return True
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         env = preferences.env_dir()

@@ -123,7 +123,7 @@ class Installer:
             self.progress(f"Collecting {name} (from {Path(m.group(1)).parent})")
         elif m := re.match(r"Downloading (\S+) \(([\d.]+) (kB|KB|MB|GB|B)\)", line):
             self.bytes += float(m.group(2)) * _SIZE[m.group(3)]
-            self.progress(f"Downloading {m.group(1).rsplit('/', 1)[-1]} ({m.group(2)} {m.group(3)})")
+            self.progress(f"Downloading {Path(m.group(1)).name.split('-')[0]} ({m.group(2)} {m.group(3)})")
         elif m := re.match(r"Installing collected packages: (.*)", line):
             self.progress(f"Installing {len(m.group(1).split(','))} packages")
 

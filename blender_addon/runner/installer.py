@@ -122,7 +122,7 @@ class InstallState:
         """One line for the panel: what is happening, how much so far, for how long."""
         parts = [self.message]
         if self.packages:
-            parts.append(f"{self.packages} packages")
+            parts.append(f"{self.packages} collected")
         if self.bytes >= 1e6:
             parts.append(f"{self.bytes / 1e6:,.0f} MB downloaded")
         if math.isfinite(elapsed):

@@ -95,6 +95,12 @@ def main() -> int:
         "OCCNET_GUI_OUT": str(work / "out"),
     }
     env.pop("OCCNET_PYTHON", None)
+    # Install Backend's pip runs on the host with Blender's HOME: give it this user's pip settings
+    # (local wheels, mirrors), so the real-window install takes what the unit suite's does
+    user_pip = Path.home() / ".config" / "pip" / "pip.conf"
+    if "PIP_CONFIG_FILE" not in env and user_pip.is_file():
+        env["PIP_CONFIG_FILE"] = str(user_pip)
+    env["REAL_BLENDER_PASS"] += "".join(f" {name}" for name in sorted(env) if name.startswith("PIP_"))
     subprocess.run([sys.executable, str(ROOT / "build_addon.py"), "--out", str(work / "dist")], check=True)
     (zip_path,) = [p for p in (work / "dist").glob("*.zip") if not p.name.endswith("-legacy.zip")]
     recipe(env, "setup")

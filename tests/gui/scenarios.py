@@ -436,7 +436,9 @@ def s_install_backend():
             with bpy.context.temp_override(**rb.override()):
                 rb.override()["area"].spaces.active.show_region_ui = True
             check(preferences.backend_missing(), "a backend was found although none is configured")
-            yield 1.0
+            rb.xdotool("mousemove", *VIEWPORT, "sleep", "0.3", "mousemove", VIEWPORT[0] + 40, VIEWPORT[1] + 40,
+                       wait=False)  # the previous scenario's error report closes when the pointer moves
+            yield 2.0
             shot("install_offered")
             with bpy.context.temp_override(**rb.override()):
                 started = bpy.ops.occnet.install_backend("INVOKE_DEFAULT")
