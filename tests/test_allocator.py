@@ -41,11 +41,14 @@ def test_keep_freed_memory_applies_on_glibc_and_cuts_page_faults_per_step():
     if not glibc:
         assert keep_freed_memory() is False
         return
-    default, tuned = faults_per_step("default"), faults_per_step("tuned")
+    # the fewest of three runs each: other work on the machine only ever adds faults
+    default = min(faults_per_step("default") for _ in range(3))
+    tuned = min(faults_per_step("tuned") for _ in range(3))
     if default < 1000:  # glibc's adaptive thresholds sometimes keep the memory by themselves
         pytest.skip(f"nothing to fix here: {default} page faults per step without the tuning")
     # measured here: 6,100-6,800 faults per step by default, 600-1,200 tuned; when glibc's adaptive
     # thresholds already kept part of the memory (default 1,420 once, on a fresh CI-like clone) the
-    # tuned run is at its usual level but not a third of the default: either shows the tuning works
+    # tuned run is at its usual level but not a third of the default: either shows the tuning works.
+    # One run each once gave 4,684 vs 1,638 on a busy machine, hence the fewest of three.
     assert tuned < default / 3 or (tuned < default and tuned <= 1200), \
         f"page faults per step: {default} default, {tuned} tuned"
