@@ -137,7 +137,8 @@ def draw_installer(layout: bpy.types.UILayout, context: bpy.types.Context, prefs
         row.operator("occnet.remove_backend", text="", icon="TRASH")
     if prefs is not None:
         box.prop(prefs, "install_cpu_only")
-        box.prop(prefs, "install_extra_index_url", text="Extra Index")
+        box.label(text="Extra index URL (optional):")
+        box.prop(prefs, "install_extra_index_url", text="")
         if prefs.install_message:
             ui.draw_message(box, context, prefs.install_message, icon="ERROR" if prefs.install_is_error else "INFO")
 

@@ -432,6 +432,7 @@ def s_install_backend():
 
     try:
         with patched(preferences, "draw_installer", recorded):
+            status().message = ""  # the previous scenario's injected failure is not this one's business
             select_only()
             with bpy.context.temp_override(**rb.override()):
                 rb.override()["area"].spaces.active.show_region_ui = True

@@ -1,0 +1,195 @@
+"""Shape codes: an N-shape model against N single-shape fits, and the morph paths between codes.
+
+For N = 2, 4, 8 real meshes of different topology (Blender's Suzanne and primitives, the ant, nut
+and airplane inside the pyvista wheel), in one run and at `fit`'s defaults:
+
+- per shape: IoU of the N-shape model vs the shape's own single-shape fit, and the time of the one
+  N-shape fit vs the sum of the N single fits;
+- along straight paths between two learned codes, at 11 evenly spaced points: watertight, the
+  connected components against the endpoints' own, and the largest jump of enclosed volume and
+  surface area between neighbours relative to the endpoints' difference (0.1 is a straight line;
+  much more is a spike); the endpoints equal the shapes' own reconstructions;
+- the time of one slider move to a new blend at 128³ (a new code: no cached grid);
+- a strip picture per path (PNG) into --out.
+
+    .venv/bin/python bench/morph.py [--sizes 2 4 8] [--steps 600] [--path-resolution 64] [--out out/bench_morph]
+
+Issue 16's targets: each shape within 0.01 IoU of its single fit, the N-shape fit <= 0.6 x N single
+fits, every path watertight with no extra components and no spikes, a slider move <= 0.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from common import machine, package_meshes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def blender_meshes(folder: Path) -> dict[str, Path]:
+    """Blender's own meshes, written as PLY: Suzanne (subdivided), a torus, a cone, a UV sphere, a
+    cylinder (genus 0 and 1, open and closed: different topology on purpose)."""
+    import bpy
+
+    from occnet_contract.ply import write_ply
+
+    makers = {
+        "suzanne": lambda: bpy.ops.mesh.primitive_monkey_add(),
+        "torus": lambda: bpy.ops.mesh.primitive_torus_add(),
+        "cone": lambda: bpy.ops.mesh.primitive_cone_add(),
+        "sphere": lambda: bpy.ops.mesh.primitive_uv_sphere_add(),
+        "cylinder": lambda: bpy.ops.mesh.primitive_cylinder_add(),
+    }
+    out = {}
+    for name, make in makers.items():
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        make()
+        ob = bpy.context.active_object
+        if name == "suzanne":
+            ob.modifiers.new("subdiv", "SUBSURF").levels = 2
+        mesh = ob.evaluated_get(bpy.context.evaluated_depsgraph_get()).to_mesh()
+        mesh.calc_loop_triangles()
+        v = np.empty(len(mesh.vertices) * 3, np.float32)
+        mesh.vertices.foreach_get("co", v)
+        f = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+        mesh.loop_triangles.foreach_get("vertices", f)
+        out[name] = write_ply(folder / f"{name}.ply", v.reshape(-1, 3), f.reshape(-1, 3))
+    return out
+
+
+def components(mesh: trimesh.Trimesh) -> int:
+    return len(trimesh.graph.connected_components(mesh.face_adjacency, nodes=np.arange(len(mesh.faces)))) \
+        if len(mesh.faces) else 0
+
+
+def path_metrics(model, i: int, j: int, n: int, resolution: int) -> dict:
+    from occnet_backend.extraction import extract_mesh
+
+    rows = []
+    for t in np.linspace(0.0, 1.0, 11):
+        weights = np.zeros(n)
+        weights[i], weights[j] = 1.0 - t, t
+        out = extract_mesh(model.logit_fn(weights=weights), resolution=resolution)
+        mesh = trimesh.Trimesh(out["vertices"], out["faces"], process=False)
+        rows.append({"t": float(t), "watertight": bool(mesh.is_watertight), "components": components(mesh),
+                     "volume": float(mesh.volume) if len(mesh.faces) else 0.0, "area": float(mesh.area),
+                     "vertices": out["vertices"], "faces": out["faces"]})
+    ends = max(rows[0]["components"], rows[-1]["components"])
+
+    def jump(key: str) -> float:
+        span = abs(rows[-1][key] - rows[0][key])
+        steps = [abs(b[key] - a[key]) for a, b in zip(rows, rows[1:])]
+        return max(steps) / span if span > 1e-9 else float("inf")
+
+    return {"rows": rows, "watertight": all(r["watertight"] for r in rows),
+            "extra_components": max(r["components"] for r in rows) - ends,
+            "volume_jump": jump("volume"), "area_jump": jump("area")}
+
+
+def render(vertices: np.ndarray, faces: np.ndarray, size: int = 120) -> np.ndarray:
+    """A flat-shaded front view (x right, z up; far faces first), no renderer needed."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (size, size), 0)
+    if len(faces):
+        tri = vertices[faces]
+        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
+        shade = (40 + 215 * np.abs(normals @ np.array([0.3, -0.8, 0.5]) / np.linalg.norm([0.3, -0.8, 0.5]))).astype(int)
+        xy = np.stack([(tri[..., 0] + 0.55) / 1.1 * (size - 1), (0.55 - tri[..., 2]) / 1.1 * (size - 1)], axis=-1)
+        draw = ImageDraw.Draw(image)
+        for k in np.argsort(-tri[..., 1].mean(1)):  # +y is away from the viewer
+            draw.polygon([tuple(p) for p in xy[k]], fill=int(shade[k]))
+    return np.asarray(image) / 255.0
+
+
+def strip(paths: list[tuple[str, dict]], out_png: Path) -> None:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11 * 1.0, len(paths) * 1.15), dpi=100, layout="constrained")
+    axes = figure.subplots(len(paths), 11, squeeze=False)
+    for row, (name, metrics) in zip(axes, paths):
+        for ax, r in zip(row, metrics["rows"]):
+            ax.imshow(render(r["vertices"], r["faces"]), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{r['t']:.1f}" + ("" if r["watertight"] else " open") + f" c{r['components']}", fontsize=6)
+        row[0].set_ylabel(name, fontsize=6)
+    figure.savefig(out_png)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: fit's)")
+    parser.add_argument("--path-resolution", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_morph")
+    args = parser.parse_args()
+
+    from occnet_backend.extraction import extract_mesh
+    from occnet_backend.fitting import fit_meshes, load_fit_checkpoint
+    from occnet_contract.settings import FitSettings
+
+    settings = FitSettings() if args.steps is None else FitSettings(steps=args.steps)
+    work = Path(tempfile.mkdtemp(prefix="occnet-bench-morph-"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    meshes = {**blender_meshes(work / "meshes"), **{k: Path(v) for k, v in package_meshes().items()}}
+    order = ["suzanne", "torus", "ant", "nut", "airplane", "cone", "sphere", "cylinder"]
+    print(f"machine: {machine()}")
+    print(f"fit defaults: {settings.steps} steps x {settings.points} points, width {settings.width}, "
+          f"{settings.resolution}³; paths at {args.path_resolution}³, 11 points each")
+
+    singles: dict[str, dict] = {}
+    for name in order[: max(args.sizes)]:
+        start = time.perf_counter()
+        result = fit_meshes([meshes[name]], work / f"single_{name}", settings)
+        singles[name] = {"iou": result.metrics["shapes"][name]["iou"], "seconds": time.perf_counter() - start}
+        print(f"  single fit {name:9s} IoU {singles[name]['iou']:.3f}  {singles[name]['seconds']:5.1f} s", flush=True)
+
+    for n in args.sizes:
+        names = order[:n]
+        start = time.perf_counter()
+        result = fit_meshes([meshes[s] for s in names], work / f"multi_{n}", settings)
+        seconds = time.perf_counter() - start
+        single_total = sum(singles[s]["seconds"] for s in names)
+        gaps = {s: result.metrics["shapes"][s]["iou"] - singles[s]["iou"] for s in names}
+        print(f"\nN = {n}: one fit {seconds:.1f} s = {seconds / single_total:.2f} x the {n} single fits "
+              f"({single_total:.1f} s)")
+        for s in names:
+            print(f"  {s:9s} IoU {result.metrics['shapes'][s]['iou']:.3f} vs single {singles[s]['iou']:.3f} "
+                  f"({gaps[s]:+.3f})")
+        print(f"  worst gap {min(gaps.values()):+.3f}, median {statistics.median(gaps.values()):+.3f}")
+
+        model, payload = load_fit_checkpoint(result.checkpoint)
+        ids = payload["shape_ids"]
+        index = {s: ids.index(s) for s in names}
+        pairs = list(itertools.combinations(names, 2)) if n <= 4 else list(zip(names, names[1:] + names[:1]))
+        paths = []
+        for a, b in pairs:
+            m = path_metrics(model, index[a], index[b], len(ids), args.path_resolution)
+            own = extract_mesh(model.logit_fn(shape_index=index[a]), resolution=args.path_resolution)["vertices"]
+            m["endpoint_equal"] = bool(np.array_equal(own, m["rows"][0]["vertices"]))
+            paths.append((f"{a}->{b}", m))
+            print(f"  path {a:>8s} -> {b:<8s} watertight {m['watertight']!s:5s} extra components "
+                  f"{m['extra_components']:+d}  volume jump {m['volume_jump']:.2f}  area jump {m['area_jump']:.2f}"
+                  f"  endpoints = own {m['endpoint_equal']}")
+        weights = np.zeros(len(ids))
+        weights[index[names[0]]] = weights[index[names[1]]] = 0.5
+        start = time.perf_counter()
+        extract_mesh(model.logit_fn(weights=weights), resolution=128)
+        print(f"  slider move to a new blend at 128³ (no cached grid): {time.perf_counter() - start:.2f} s")
+        strip(paths[:6], args.out / f"morph_paths_n{n}.png")
+    print(f"\nstrips: {args.out}/morph_paths_n*.png; work folder {work}")
+
+
+if __name__ == "__main__":
+    main()
