@@ -136,7 +136,8 @@ def test_a_full_disk_is_refused_before_anything_is_written(no_backend_configured
         install = start_install(small / "backend", tmp_path)
         wait(install, lambda: install.poll())
         with pytest.raises(OccNetError, match=r"not enough disk space in .*small: the backend needs about 7\.0 GB, "
-                                              r"0\.0 GB are free"):
+                                              r"0\.0 GB are free; free some space \(or choose CPU Only, which "
+                                              r"needs about 2 GB\)"):
             install.result()
         assert list(small.iterdir()) == []
     finally:

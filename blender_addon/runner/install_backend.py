@@ -75,9 +75,10 @@ class Installer:
     def run(self) -> None:
         free = shutil.disk_usage(_existing_parent(self.env)).free
         if self.fresh and free < self.needed:
+            smaller = (" (or choose CPU Only, which needs about "
+                       f"{NEEDED_BYTES['cpu'] / 1e9:.0f} GB)") if self.needed > NEEDED_BYTES["cpu"] else ""
             raise InstallError(f"not enough disk space in {_existing_parent(self.env)}: the backend needs about "
-                               f"{self.needed / 1e9:.1f} GB, {free / 1e9:.1f} GB are free; free some space (or choose "
-                               "CPU only, which needs about 2 GB)")
+                               f"{self.needed / 1e9:.1f} GB, {free / 1e9:.1f} GB are free; free some space{smaller}")
         (self.env / READY_FILE).unlink(missing_ok=True)  # from now on, auto-detection ignores this folder
         self.emit("stage", name="environment")
         if self.fresh:
