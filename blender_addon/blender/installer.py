@@ -17,7 +17,7 @@ import bpy
 
 from ..runner import installer, interpreter
 from ..runner.errors import OccNetCancelled, OccNetError
-from . import preferences, ui
+from . import preferences, properties, ui
 
 TIMER_INTERVAL_S = 0.2
 
@@ -42,10 +42,8 @@ def _report(context: bpy.types.Context, message: str, *, is_error: bool) -> None
     if struct is not None:
         struct.install_message = message
         struct.install_is_error = is_error
-    status = getattr(context.window_manager, "occnet_status", None)
-    if status is not None:
-        status.message, status.is_error, status.job_dir = message, is_error, ""
-        status.log_path = str(log_path(preferences.env_dir())) if is_error else ""
+    properties.set_status(context, message, is_error=is_error,
+                          log_path=str(log_path(preferences.env_dir())) if is_error else "")
     redraw(context)
 
 
@@ -238,9 +236,11 @@ class OCCNET_OT_remove_backend(_NotWhileInstalling, bpy.types.Operator):
 classes = (OCCNET_OT_install_backend, OCCNET_OT_cancel_install, OCCNET_OT_remove_backend)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
     interpreter.INSTALLED_ENV[:] = [preferences.env_dir()]
 
 
@@ -250,5 +250,4 @@ def unregister() -> None:
         install.proc.terminate()
     installer.ACTIVE.clear()
     interpreter.INSTALLED_ENV.clear()
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

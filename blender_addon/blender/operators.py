@@ -27,13 +27,8 @@ TIMER_INTERVAL_S = 0.2
 
 def _set_status(context: bpy.types.Context, message: str, *, is_error: bool, job: "jobs.Job | None" = None,
                 log_path: str = "") -> None:
-    status = getattr(context.window_manager, "occnet_status", None)
-    if status is None:
-        return
-    status.message = message
-    status.is_error = is_error
-    status.job_dir = str(job.job_dir) if job is not None else ""
-    status.log_path = log_path or (str(job.log_path) if job is not None else "")
+    properties.set_status(context, message, is_error=is_error, job_dir=str(job.job_dir) if job is not None else "",
+                          log_path=log_path or (str(job.log_path) if job is not None else ""))
 
 
 def _first_line(text: str) -> str:
@@ -316,11 +311,4 @@ classes = (OCCNET_OT_reconstruct, OCCNET_OT_cancel, OCCNET_OT_check_backend, OCC
            OCCNET_OT_clean_job_folders, OCCNET_OT_live_update)
 
 
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

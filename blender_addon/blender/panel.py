@@ -204,11 +204,4 @@ class OCCNET_PT_backend(bpy.types.Panel):
 classes = (OCCNET_PT_main, OCCNET_PT_live, OCCNET_PT_settings, OCCNET_PT_backend)
 
 
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

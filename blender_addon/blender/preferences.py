@@ -146,11 +146,4 @@ def draw_installer(layout: bpy.types.UILayout, context: bpy.types.Context, prefs
 classes = (OCCNET_AP_preferences,)
 
 
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -75,6 +75,14 @@ class OCCNET_PG_status(bpy.types.PropertyGroup):
     log_path: StringProperty(name="Log", subtype="FILE_PATH")
 
 
+def set_status(context: bpy.types.Context, message: str, *, is_error: bool, job_dir: str = "",
+               log_path: str = "") -> None:
+    """What the panel's message box shows (the last job's or the installer's outcome)."""
+    status = getattr(context.window_manager, "occnet_status", None)
+    if status is not None:
+        status.message, status.is_error, status.job_dir, status.log_path = message, is_error, job_dir, log_path
+
+
 def fit_settings(scene: bpy.types.Scene | None, device: str = "auto") -> FitSettings:
     """The scene's settings as the backend's FitSettings (defaults when the scene has none)."""
     props = getattr(scene, "occnet", None) if scene is not None else None
@@ -95,9 +103,11 @@ def fit_settings(scene: bpy.types.Scene | None, device: str = "auto") -> FitSett
 classes = (OCCNET_PG_settings, OCCNET_PG_status)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.types.Scene.occnet = PointerProperty(type=OCCNET_PG_settings)
     bpy.types.WindowManager.occnet_status = PointerProperty(type=OCCNET_PG_status)
 
@@ -105,5 +115,4 @@ def register() -> None:
 def unregister() -> None:
     del bpy.types.WindowManager.occnet_status
     del bpy.types.Scene.occnet
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

@@ -568,9 +568,11 @@ _HANDLERS = (
 classes = (OCCNET_PG_shape_weight, OCCNET_PG_live)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.types.Object.occnet_live = PointerProperty(type=OCCNET_PG_live)
     for handlers, fn in _HANDLERS:
         if fn not in handlers:
@@ -586,5 +588,4 @@ def unregister() -> None:
         if fn in handlers:
             handlers.remove(fn)
     del bpy.types.Object.occnet_live
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

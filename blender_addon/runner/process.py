@@ -35,10 +35,13 @@ CANCEL_GRACE_S = 30.0  # after a graceful cancel, how long the backend may take 
 TERMINATE_GRACE_S = 3.0  # at unregister / exit: SIGTERM first, SIGKILL after this
 
 
+def backend_command(python: str, command: str, *args: str) -> list[str]:
+    """The argv of one backend command (a list, never a shell string: paths may hold spaces and quotes)."""
+    return [python, "-m", "occnet_backend", command, *map(str, args)]
+
+
 def fit_command(python: str, ply_paths: list[str], out_dir: str, settings: FitSettings) -> list[str]:
-    """The argv of one fit run (a list, never a shell string: paths may hold spaces and quotes)."""
-    return [python, "-m", "occnet_backend", "fit", *[str(p) for p in ply_paths], "--out", str(out_dir),
-            *settings.to_argv(), "--events", "jsonl"]
+    return backend_command(python, "fit", *ply_paths, "--out", out_dir, *settings.to_argv(), "--events", "jsonl")
 
 
 _LIVE: set["BackendProcess"] = set()

@@ -32,9 +32,7 @@ STOP_GRACE_S = 2.0
 
 
 def serve_command(python: str, checkpoint: str, out_dir: str, device: str = "auto") -> list[str]:
-    """The argv of one slider server (a list, never a shell string)."""
-    return [python, "-m", "occnet_backend", "serve", "--checkpoint", str(checkpoint), "--out", str(out_dir),
-            "--device", device]
+    return process.backend_command(python, "serve", "--checkpoint", checkpoint, "--out", out_dir, "--device", device)
 
 
 def checkpoint_key(checkpoint: str) -> str:
