@@ -171,3 +171,30 @@ def test_the_operator_reports_a_failure_in_the_preferences(no_backend_configured
         bpy.ops.occnet.install_backend()  # an ERROR report raises in background mode, as Blender does
     assert not no_backend_configured.exists()
     assert installer.active() is None
+
+
+@pytest.mark.parametrize("output, said", [
+    ("ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device",
+     "the disk filled up while installing"),
+    ("ProxyError('Cannot connect to proxy.', OSError('Tunnel connection failed: 407 Proxy Authentication Required'))",
+     "the proxy refused the connection; set HTTPS_PROXY"),
+    ("ERROR: HTTP error 403 while getting https://example.invalid/simple/torch/", "refused the request (HTTP 401/403)"),
+    ("Failed to establish a new connection: [Errno -3] Temporary failure in name resolution",
+     "host name could not be resolved"),
+    ("SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed'))",
+     "set PIP_CERT to its certificate"),
+    ("ERROR: No matching distribution found for torch==2.13.0",
+     "pip found no version of torch==2.13.0 for this Python and system"),
+    ("something nobody foresaw\n", "something nobody foresaw"),
+])
+def test_pip_failures_are_said_in_one_line_with_what_to_do(output, said):
+    """What pip prints for each way an install fails, as the installer summarises it (pip's own
+    output from real failures; the index and disk cases also run for real above)."""
+    sys.path.insert(0, str(Path(installer.SCRIPT).parent))
+    try:
+        from install_backend import summarize_pip_failure
+    finally:
+        sys.path.pop(0)
+    message = summarize_pip_failure("Collecting torch==2.13.0\n" + output, ["--index-url", "https://example.invalid/simple"])
+    assert message.startswith("pip failed (https://example.invalid/simple): ") and said in message
+    assert len(message.splitlines()) == 1 and message.endswith("The full output is in the log.")
