@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: demo test unit-test gui-test venv clean
+.PHONY: demo test unit-test gui-test venv clean bench-meshes
 
 venv: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml
 	# only the files are used, so its heavy vtk dependency is not installed
 	$(PY) -m pip install -q --no-deps pyvista==0.49.1
 	touch $@
+
+# more real meshes for bench/quality.py: files inside the pybullet and pymeshlab wheels (never imported)
+bench-meshes: venv
+	$(PY) -m pip install -q --no-deps pybullet==3.2.7 pymeshlab==2025.7.post1
 
 demo: venv
 	$(PY) examples/demo.py $(ARGS)

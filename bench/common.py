@@ -26,21 +26,58 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def package_meshes() -> dict[str, str]:
-    """Real meshes shipped inside the pyvista wheel (installed with --no-deps by `make`): name -> path.
+PACKAGE_MESHES = {
+    # pyvista: airplane (open, loose parts), ant (15 overlapping closed parts), nut (a through-hole)
+    "airplane": ("pyvista", "examples/airplane.ply"),
+    "ant": ("pyvista", "examples/ant.ply"),
+    "nut": ("pyvista", "examples/nut.ply"),
+    # pymeshlab's test meshes: a scan, bones, an animal, an open 166k-face range scan of a face
+    "bunny": ("pymeshlab", "sample_meshes/bunny.obj"),
+    "bone": ("pymeshlab", "sample_meshes/bone.ply"),
+    "cow": ("pymeshlab", "sample_meshes/cow.obj"),
+    "face_scan": ("pymeshlab", "rangemaps/face000.ply"),
+    # pybullet's robot and object models: CAD parts (gears with fine teeth, thin plates and
+    # channels, open sheet-metal parts), multi-part models, convex-hull sets
+    "gear_ring": ("pybullet", "differential/diff_ring.stl"),
+    "pinion": ("pybullet", "differential/diff_pinion.stl"),
+    "spider_gear": ("pybullet", "differential/diff_spider.stl"),
+    "bike_frame": ("pybullet", "bicycle/files/frame_scaled.stl"),
+    "bike_wheel": ("pybullet", "bicycle/files/wheel_scaled.stl"),
+    "plate": ("pybullet", "microtaur/plate.stl"),
+    "channel": ("pybullet", "microtaur/channel.stl"),
+    "board": ("pybullet", "microtaur/xavier.stl"),
+    "camera": ("pybullet", "microtaur/d435i.stl"),
+    "servo": ("pybullet", "microtaur/xm430w210.stl"),
+    "duck": ("pybullet", "pybullet_data/duck.obj"),
+    "teddy_hulls": ("pybullet", "pybullet_data/teddy2_VHACD_CHs.obj"),
+    "lego": ("pybullet", "lego/lego.obj"),
+    "mug": ("pybullet", "objects/mug.obj"),
+    "robot_link": ("pybullet", "kuka_iiwa/meshes/link_0.obj"),
+    "panda_hand": ("pybullet", "meshes/visual/hand.obj"),
+}
+"""Real meshes nobody on the team wrote, inside wheels that `make bench-meshes` installs with
+--no-deps (their code is never imported): name -> (distribution, end of the file's path)."""
 
-    airplane is open (8 loose parts), ant closed (15 overlapping parts), nut closed with a through-hole.
-    """
+
+def package_meshes(names=None) -> dict[str, str]:
+    """name -> path of the PACKAGE_MESHES (all, or `names`) whose distribution is installed."""
     import importlib.metadata
 
-    try:
-        files = importlib.metadata.files("pyvista") or []
-    except importlib.metadata.PackageNotFoundError:
-        raise RuntimeError("the sample meshes come from the pyvista wheel: run `make venv` (or "
-                           "`pip install --no-deps pyvista==0.49.1`)") from None
-    wanted = ("airplane", "ant", "nut")
-    found = {f.stem: str(f.locate()) for f in files if str(f).startswith("pyvista/examples/") and f.suffix == ".ply"}
-    return {name: found[name] for name in wanted if name in found}
+    wanted = {n: PACKAGE_MESHES[n] for n in (names or PACKAGE_MESHES)}
+    found: dict[str, str] = {}
+    for dist in sorted({d for d, _ in wanted.values()}):
+        try:
+            files = importlib.metadata.files(dist) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for f in files:
+            for name, (d, tail) in wanted.items():
+                if d == dist and str(f).endswith(tail):
+                    found[name] = str(f.locate())
+    missing = sorted(set(wanted) - set(found))
+    if names and missing:
+        raise RuntimeError(f"meshes {missing} come from wheels that are not installed: run `make bench-meshes`")
+    return found
 
 
 def suzanne(subdivisions: int = 2) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,15 @@
 """`fit`: meshes in, reconstructions out, in one call: prepare -> train -> extract -> evaluate.
 
-This is what the Blender add-on runs. One mesh trains an `OccupancyNetwork`; several train one
-`ConditionalOccupancyNetwork` with a learned code per shape, so the add-on's shape-code sliders can
-blend between them. Every output is written atomically into the output folder:
+This is what the Blender add-on runs. One mesh trains an `OccupancyNetwork` on a learned feature grid,
+with soft targets from the signed distance (a close fit in seconds); several train one
+`ConditionalOccupancyNetwork` with a learned code per shape and Fourier features, so the add-on's
+shape-code sliders can blend between them. Training stops once the surface stops improving on
+held-out points (`training.early_stopping`), at `steps` at the latest. Before training, each
+shape's direct field (`direct_field`, no network) is written as a preview. Every output is written
+atomically into the output folder:
 
     OUT/data/                 the dataset folder (meshes, splits, sample caches)
+    OUT/preview/<id>.ply      the preview, in its input's own coordinates
     OUT/meshes/<id>.ply       each reconstruction, in its input's own coordinates
     OUT/checkpoint.pt         the trained model + each shape's normalisation (for `serve`)
     OUT/metrics.json          per-shape metrics and timings
@@ -28,11 +33,17 @@ from occnet_backend.events import NULL_EVENTS, EventWriter
 from occnet_contract.files import atomic_write_json
 from occnet_contract.ply import write_ply
 from occnet_contract.protocol import jsonable
-from occnet_contract.settings import EVAL_BOX, TRAIN_BOX, FitSettings
+from occnet_backend.direct_field import DISTANCE_SCALE
+from occnet_contract.settings import EVAL_BOX, PREVIEW_RESOLUTION, TRAIN_BOX, FitSettings
 
 log = logging.getLogger(__name__)
 
 FIT_FORMAT = "occnet-fit-1"
+GRID_DECODER = {"dim_hidden": 64, "num_layers": 1}
+"""A grid network's decoder: the features carry the detail, so a small one is enough and a step
+costs a third of the Fourier network's (BENCHMARKS.md)."""
+HOLDOUT_POINTS = 4096
+"""Near-surface and uniform points of each shape's cache kept out of training, for early stopping."""
 
 
 @dataclass
@@ -70,12 +81,22 @@ class _EtaAfterTraining:
         self.events.emit(event, **fields)
 
 
+def resolve_encoding(encoding: str, num_shapes: int) -> str:
+    """'auto' -> 'grid' for one shape, 'fourier' for several (the code space the sliders blend in
+    was measured with Fourier features: bench/morph.py)."""
+    if encoding != "auto":
+        return encoding
+    return "grid" if num_shapes == 1 else "fourier"
+
+
 def build_model(num_shapes: int, s: FitSettings) -> torch.nn.Module:
     from occnet_backend.models.network import OccupancyNetwork
 
-    common = dict(
-        dim_hidden=s.width, num_layers=s.depth, fourier_frequencies=s.fourier_frequencies, fourier_scale=s.fourier_scale
-    )
+    encoding = resolve_encoding(s.encoding, num_shapes)
+    common = dict(dim_hidden=s.width, num_layers=s.depth, fourier_frequencies=s.fourier_frequencies,
+                  fourier_scale=s.fourier_scale, encoding=encoding)
+    if encoding == "grid":
+        common.update(GRID_DECODER, distance_scale=DISTANCE_SCALE)
     if num_shapes == 1:
         return OccupancyNetwork(**common)
     from occnet_backend.models.network import ConditionalOccupancyNetwork
@@ -121,25 +142,38 @@ def fit_meshes(
         log.warning("cancelled while preparing the data")
         return FitResult([], {}, None, {}, "cancelled", [])
     timings["prepare_s"] = time.perf_counter() - start
+    samples = {sid: load_samples(out_dir / "data", sid) for sid in report.shapes}
+
+    start = time.perf_counter()
+    try:
+        write_previews(out_dir, samples, events)
+    except KeyboardInterrupt:
+        log.warning("cancelled while writing the previews")
+        return FitResult([], {}, None, {}, "cancelled", [])
+    timings["preview_s"] = time.perf_counter() - start
 
     # 2. train one model on all shapes
     start = time.perf_counter()
     events.emit("stage", name="train")
     torch.manual_seed(s.seed)
+    encoding = resolve_encoding(s.encoding, len(report.shapes))
     dataset = OccupancyDataset(out_dir / "data", split="train", seed=s.seed, preload=True,
-                               num_points=max(1, s.points // min(len(report.shapes), 4)))
+                               num_points=max(1, s.points // min(len(report.shapes), 4)),
+                               soft_targets=DISTANCE_SCALE if encoding == "grid" else 0.0,
+                               holdout_points=HOLDOUT_POINTS)
     shape_ids = list(dataset.shape_ids)
     loader = DataLoader(dataset, batch_size=min(len(shape_ids), 4), shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(s.seed))
     model = build_model(len(shape_ids), s)
     # SIGINT (the add-on's Cancel) and SIGTERM finish the current step; fit then saves and stops
     trainer = OccupancyTrainer(model, loader, device=device, lr=s.lr, amp=s.amp,
-                               events=_EtaAfterTraining(events, len(shape_ids), s.resolution), handle_signals=True)
+                               events=_EtaAfterTraining(events, len(shape_ids), s.resolution), handle_signals=True,
+                               early_stopping=held_out_iou(model, dataset))
     history = trainer.train(max_steps=s.steps)
     status = trainer.status
     timings["train_s"] = time.perf_counter() - start
-
-    samples = {sid: load_samples(out_dir / "data", sid) for sid in shape_ids}
+    timings["train_steps"] = trainer.step
+    timings["converged"] = trainer.converged
     checkpoint = save_fit_checkpoint(
         out_dir / "checkpoint.pt", model, shape_ids,
         centers=np.stack([samples[sid]["center"] for sid in shape_ids]),
@@ -167,6 +201,40 @@ def fit_meshes(
     return FitResult(shape_ids, mesh_paths, checkpoint, summary, status, history)
 
 
+def held_out_iou(model: torch.nn.Module, dataset):
+    """Early stopping on the mean held-out IoU over the shapes (each with its own code)."""
+    from occnet_backend.training.early_stopping import HeldOutIoU
+
+    held = [dataset.holdout(i) for i in range(len(dataset))]
+    truths = [torch.as_tensor(h["occupancy"]) for h in held]
+
+    def evaluate() -> float:
+        scores = []
+        for index, (h, truth) in enumerate(zip(held, truths)):
+            pred = model.predict_logits(h["points"], shape_index=index if model.conditional else None) >= 0
+            union = int((pred | truth).sum())
+            scores.append(int((pred & truth).sum()) / union if union else 1.0)
+        return sum(scores) / len(scores)
+
+    return HeldOutIoU(evaluate)
+
+
+def write_previews(out_dir: Path, samples: dict, events: EventWriter) -> None:
+    """Each shape's direct field (its own signed distance, no network) at PREVIEW_RESOLUTION, as
+    OUT/preview/<id>.ply in the input's coordinates, announced by a `preview` event."""
+    from occnet_backend.data.folder import mesh_path as report_mesh_path
+    from occnet_backend.data.meshes import load_mesh, to_unit_cube
+    from occnet_backend.direct_field import direct_field_mesh
+
+    for sid, sample in samples.items():
+        source = load_mesh(report_mesh_path(out_dir / "data", sid))
+        mesh = direct_field_mesh(to_unit_cube(source.vertices, sample["center"], sample["scale"]), source.faces,
+                                 PREVIEW_RESOLUTION)
+        world = (mesh["vertices"].astype(np.float64) * sample["scale"] + sample["center"]).astype(np.float32)
+        path = write_ply(out_dir / "preview" / f"{sid}.ply", world, mesh["faces"])
+        events.emit("preview", shape_id=sid, path=str(path.resolve()))
+
+
 def _extract_and_evaluate(model, shape_ids: list[str], samples: dict, s: FitSettings, out_dir: Path,
                           events: EventWriter, per_shape: dict, mesh_paths: dict, stop) -> str:
     """Stages 3 and 4 for every shape; 'cancelled' when `stop()` turned true between two steps.
@@ -183,7 +251,8 @@ def _extract_and_evaluate(model, shape_ids: list[str], samples: dict, s: FitSett
             return "cancelled"
         start = time.perf_counter()
         logit_fn = model.logit_fn(shape_index=index)
-        mesh = extract_mesh(logit_fn, resolution=s.resolution, threshold=s.threshold)
+        mesh = extract_mesh(logit_fn, resolution=s.resolution, threshold=s.threshold,
+                            distance_scale=model.distance_scale)
         extract_s = time.perf_counter() - start
         sample = samples[sid]
         world = (mesh["vertices"].astype(np.float64) * sample["scale"] + sample["center"]).astype(np.float32)
@@ -212,7 +281,7 @@ def _extract_and_evaluate(model, shape_ids: list[str], samples: dict, s: FitSett
     return "cancelled" if stop() else "ok"
 
 
-FIT_OUTPUTS = ("data", "meshes", "checkpoint.pt", "metrics.json", "training_curve.png", "live")
+FIT_OUTPUTS = ("data", "preview", "meshes", "checkpoint.pt", "metrics.json", "training_curve.png", "live")
 
 
 def check_output_folder(out_dir: Path, inputs: list[Path]) -> None:
@@ -244,6 +313,7 @@ def check_output_folder(out_dir: Path, inputs: list[Path]) -> None:
         if stale.is_file() and shape_id_from_path(stale) not in keep:
             sid = shape_id_from_path(stale)
             for path in (stale, out / "data" / "cache" / f"{sid}.npz", out / "meshes" / f"{sid}.ply",
+                         out / "preview" / f"{sid}.ply",
                          out / f"slices_{sid}.png"):
                 path.unlink(missing_ok=True)
             removed.append(sid)

@@ -48,6 +48,7 @@ class ShapeModel:
         logit_fn_for: weights over the learned shapes [S] -> (points [N,3] -> logits [N]).
         shape_ids: the learned shapes, in code-table order.
         centers, scales: each shape's normalisation (unit cube -> source coordinates).
+        distance_scale: the model's, when its logits are distance-like (see `extraction.mise_grid`).
     """
 
     def __init__(
@@ -57,8 +58,10 @@ class ShapeModel:
         centers: np.ndarray,
         scales: np.ndarray,
         device: str = "cpu",
+        distance_scale: float | None = None,
     ):
         self.logit_fn_for = logit_fn_for
+        self.distance_scale = distance_scale
         self.shape_ids = list(shape_ids)
         self.centers = np.asarray(centers, dtype=np.float64).reshape(len(self.shape_ids), 3)
         self.scales = np.asarray(scales, dtype=np.float64).reshape(len(self.shape_ids))
@@ -74,7 +77,7 @@ def load_shape_model(checkpoint: str | Path, device: str = "auto") -> ShapeModel
     device = resolve_device(device)
     model.to(device).eval()
     return ShapeModel(lambda weights: model.logit_fn(weights=weights), payload["shape_ids"], payload["centers"].numpy(), payload["scales"].numpy(),
-                      device=str(device))
+                      device=str(device), distance_scale=model.distance_scale)
 
 
 class SliderServer:
@@ -142,6 +145,7 @@ class SliderServer:
             threshold=threshold,
             method=method,
             cache=self._cache(weights),
+            distance_scale=self.model.distance_scale,
         )
         center = weights @ self.model.centers
         scale = float(weights @ self.model.scales)

@@ -36,7 +36,7 @@ from ..occnet_contract.settings import FitSettings, SettingsError
 from ..runner import interpreter, process
 from ..runner.errors import OccNetCancelled, OccNetError
 from ..runner.jobstate import JobState
-from . import export, results
+from . import export, previews, results
 
 _ACTIVE: "Job | None" = None
 KEEP_FAILED = 5
@@ -119,6 +119,7 @@ class Job:
         self.process: process.BackendProcess | None = None
         self.started_at = 0.0
         self.result_objects: list[str] = []
+        self.previews_shown: set[str] = set()
         self.aborted_because = ""
 
     # -- running -------------------------------------------------------------------------------
@@ -157,11 +158,21 @@ class Job:
             pass  # the record explains a run afterwards; a job does not fail for it
 
     def poll(self) -> bool:
-        """Applies events that arrived since the last call; True when the backend has ended."""
+        """Applies events that arrived since the last call, shows new previews; True when the
+        backend has ended."""
         assert self.process is not None, "start() first"
         for event in self.process.poll():
             self.state.apply(event)
+        self._show_previews()
         return self.process.finished
+
+    def _show_previews(self) -> None:
+        scene = bpy.data.scenes.get(self.scene_name)
+        for shape in self.shapes:
+            path = self.state.previews.get(shape.shape_id)
+            if scene is not None and path and shape.shape_id not in self.previews_shown:
+                self.previews_shown.add(shape.shape_id)
+                previews.show(scene, str(self.job_dir), shape.sources, self._resolve(path))
 
     def cancel(self) -> None:
         """Graceful cancel; a second call kills the backend at once."""
@@ -178,6 +189,7 @@ class Job:
         global _ACTIVE
         if reason and not self.aborted_because:
             self.aborted_because = reason
+        previews.clear(str(self.job_dir))
         if self.process is not None:
             self.process.kill()
             self.process.cleanup()
@@ -215,6 +227,7 @@ class Job:
             _ACTIVE = None
         proc = self.process
         assert proc is not None and proc.returncode is not None, "finish() before the backend ended"
+        previews.clear(str(self.job_dir))
         ok = proc.returncode == 0 and self.state.done in ("ok", "") and not proc.killed and proc.cancel_requested_at is None
         if not ok:
             failure = self._failure()

@@ -84,6 +84,9 @@ class OCCNET_PT_main(bpy.types.Panel):
             row.operator("occnet.cancel", text="Cancelling... (press to kill)", icon="CANCEL")
         else:
             row.operator("occnet.cancel", text="Cancel (Esc)", icon="CANCEL")
+        if job.previews_shown:
+            layout.label(text="Wireframe: a preview from the source's own distance;", icon="INFO")
+            layout.label(text="the learned surface replaces it when training ends.")
 
 
 class OCCNET_PT_live(bpy.types.Panel):
@@ -160,7 +163,9 @@ class OCCNET_PT_settings(bpy.types.Panel):
         col.prop(props, "steps")
         col.prop(props, "points")
         layout.label(text="Network", icon="NETWORK_DRIVE")
+        layout.prop(props, "encoding")
         col = layout.column(align=True)
+        col.active = props.encoding != "grid"
         col.prop(props, "width")
         col.prop(props, "depth")
         col.prop(props, "use_fourier")

@@ -48,6 +48,7 @@ class OCCNET_PG_settings(bpy.types.PropertyGroup):
     )
     steps: IntProperty(**setting_property("steps"), soft_max=20000)
     points: IntProperty(**setting_property("points"), soft_max=65536)
+    encoding: EnumProperty(**setting_property("encoding"))
     width: IntProperty(**setting_property("width"), soft_max=512)
     depth: IntProperty(**setting_property("depth"))
     use_fourier: BoolProperty(
@@ -96,6 +97,7 @@ def fit_settings(scene: bpy.types.Scene | None, device: str = "auto") -> FitSett
         points=props.points,
         width=props.width,
         depth=props.depth,
+        encoding=props.encoding,
         fourier_frequencies=props.fourier_frequencies if props.use_fourier else 0,
     )
 

@@ -32,6 +32,7 @@ EVENTS: dict[str, dict[str, tuple[str, ...]]] = {
                                                      "shape_id", "status", "message", "bytes", "seconds")},
     "checkpoint": {"required": ("path",), "optional": ("kind", "step")},
     "mesh": {"required": ("shape_id", "path"), "optional": ("step",)},
+    "preview": {"required": ("shape_id", "path"), "optional": ()},  # `fit`: the direct field, before training
     "metrics": {"required": (), "optional": ("shape_id", "step")},  # plus the metric values themselves
     "error": {"required": ("message",), "optional": ()},
     "done": {"required": ("status",), "optional": ("out", "checkpoint", "message", "step", "loss", "iou", "val_iou",

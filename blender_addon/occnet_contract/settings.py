@@ -31,6 +31,10 @@ the extraction box's border."""
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("off", "auto", "bf16", "fp16")
+ENCODINGS = ("auto", "grid", "fourier")
+PREVIEW_RESOLUTION = 64
+"""The grid of the preview `fit` shows before training: the source's own signed distance
+(no network), 64³ so that it comes within about a second (BENCHMARKS.md)."""
 TYPES = {"int": int, "float": float, "str": str}
 """A field's annotation (a string: this module uses postponed annotations) -> its Python type."""
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -54,7 +58,8 @@ def setting(default: Any, help: str, *, minimum: float | None = None, maximum: f
 class FitSettings:
     """Everything `occnet_backend fit` takes besides its paths."""
 
-    steps: int = setting(600, "training steps (more: closer fit, longer wait)", minimum=1, maximum=1_000_000)
+    steps: int = setting(600, "most training steps (training ends sooner once the surface stops improving on "
+                         "held-out points)", minimum=1, maximum=1_000_000)
     points: int = setting(8192, "labelled points per training step, over all shapes", minimum=64, maximum=4_194_304)
     resolution: int = setting(128, "marching-cubes grid of the result, cells per side", choices=RESOLUTIONS)
     threshold: float = setting(0.5, "occupancy probability at which the surface is extracted",
@@ -62,8 +67,12 @@ class FitSettings:
     device: str = setting("auto", "auto (a GPU when there is one) | cpu | cuda[:N]")
     amp: str = setting("auto", "mixed precision: auto = fp16 on a GPU, bf16 on a CPU with native bf16 "
                        "(half the time, same quality), else off", choices=AMP_MODES, label="Precision")
-    width: int = setting(128, "hidden units per layer of the network", minimum=8, maximum=1024)
-    depth: int = setting(5, "residual blocks in the network", minimum=1, maximum=16)
+    encoding: str = setting("auto", "input encoding: auto = grid for one shape, fourier for several | grid (learned "
+                            "multi-resolution features: a close fit in seconds) | fourier (random Fourier features: "
+                            "a smooth shape-code space for the sliders)", choices=ENCODINGS)
+    width: int = setting(128, "hidden units per layer of the Fourier network (a grid's decoder is 64 x 1)",
+                         minimum=8, maximum=1024)
+    depth: int = setting(5, "residual blocks of the Fourier network", minimum=1, maximum=16)
     fourier_frequencies: int = setting(64, "random Fourier features of the input (0 turns them off)",
                                        minimum=0, maximum=1024, label="Frequencies")
     fourier_scale: float = setting(2.0, "standard deviation of the Fourier frequencies, cycles per unit",

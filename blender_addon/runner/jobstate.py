@@ -24,6 +24,7 @@ class JobState:
     eta_s: float | None = None
     checkpoint: str = ""
     meshes: dict[str, str] = field(default_factory=dict)  # shape_id -> PLY path
+    previews: dict[str, str] = field(default_factory=dict)  # shape_id -> PLY of the direct field, before training
     metrics: dict[str, Any] = field(default_factory=dict)
     parameters: Any = None  # what the backend says about its model (e.g. the parameter count)
     error: str = ""
@@ -59,6 +60,8 @@ class JobState:
             self.phase = "training"
         elif kind == "checkpoint":
             self.checkpoint = str(event.get("path", ""))
+        elif kind == "preview":
+            self.previews[str(event.get("shape_id"))] = str(event.get("path"))
         elif kind == "mesh":
             self.meshes[str(event.get("shape_id"))] = str(event.get("path"))
             self.phase = "extracting"

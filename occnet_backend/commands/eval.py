@@ -90,7 +90,8 @@ def _score(model, payload: dict, sid: str, sample: dict, args: argparse.Namespac
     from occnet_backend.extraction import extract_mesh
     from occnet_backend.metrics import evaluate_mesh
 
-    mesh = extract_mesh(_logit_fn(model, payload, sid, sample), resolution=args.resolution, threshold=args.threshold)
+    mesh = extract_mesh(_logit_fn(model, payload, sid, sample), resolution=args.resolution, threshold=args.threshold,
+                        distance_scale=model.distance_scale)
     in_box = np.all(np.abs(sample["uniform_points"]) <= EVAL_BOX, axis=1)
     return evaluate_mesh(mesh["vertices"], mesh["faces"], sample["surface_points"], sample["surface_normals"],
                          sample["uniform_points"][in_box], sample["uniform_occupancy"][in_box])

@@ -92,6 +92,12 @@ class OccupancyDataset(Dataset):
         up_axis: axis augmentation rotates about ('z' for Blender exports, 'y' for glTF/ShapeNet).
         preload: keep every shape's samples in memory (fast; ~1-4 MB a shape). Otherwise each
             item reads its cache file.
+        soft_targets: 0 for none; else items carry ``'target'`` [N, 1] = sigmoid(-sdf / width)
+            with this width (unit-cube units), the trainer's target instead of the 0/1 labels:
+            the distance tells the network where inside a voxel the surface lies, which 0/1 labels
+            only tell on average (BENCHMARKS.md). Not with `augment` (a stretch changes distances).
+        holdout_points: the last this many near and uniform points of each shape's cache are
+            never drawn: `holdout(index)` returns them, to measure the fit on unseen points.
     """
 
     def __init__(
@@ -106,6 +112,8 @@ class OccupancyDataset(Dataset):
         seed: int = 0,
         up_axis: str = "z",
         preload: bool = False,
+        soft_targets: float = 0.0,
+        holdout_points: int = 0,
     ):
         if data_root is None:
             raise DatasetError(
@@ -128,6 +136,10 @@ class OccupancyDataset(Dataset):
             raise ValueError(
                 f"surface_sampling and uniform_sampling must be >= 0 and not both 0, got {surface_sampling}, {uniform_sampling}"
             )
+        if not soft_targets >= 0 or holdout_points < 0:
+            raise ValueError(f"soft_targets and holdout_points must be >= 0, got {soft_targets}, {holdout_points}")
+        if soft_targets and augment:
+            raise ValueError("soft_targets needs augment=False: augmentation stretches the shape, and its distances with it")
         if up_axis not in UP_AXES:
             raise ValueError(f"up_axis must be one of {sorted(UP_AXES)}, got {up_axis!r}")
         self.data_root = os.fspath(data_root)
@@ -138,6 +150,8 @@ class OccupancyDataset(Dataset):
         self.augment = augment
         self.seed = seed
         self.up_axis = up_axis
+        self.soft_targets = float(soft_targets)
+        self.holdout_points = int(holdout_points)
         self.epoch = 0
         self.shape_ids = read_split(self.data_root, split)
         if not self.shape_ids:
@@ -191,33 +205,47 @@ class OccupancyDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} shapes")
         s = self.samples(index)
+        num_near, num_uniform = (max(len(s[k]) - self.holdout_points, 0) for k in ("near_points", "uniform_points"))
         rng = np.random.default_rng([self.seed, index, self.epoch, n])
         n_near = int(round(n * self.surface_fraction))
         n_uniform = n - n_near
-        if len(s["near_points"]) == 0:
+        if num_near == 0:
             n_near, n_uniform = 0, n
-        if len(s["uniform_points"]) == 0:
+        if num_uniform == 0:
             n_near, n_uniform = n, 0
-        if not self._warned_small and (n_near > len(s["near_points"]) or n_uniform > len(s["uniform_points"])):
+        if not self._warned_small and (n_near > num_near or n_uniform > num_uniform):
             log.warning(
                 "%s: a sample of %d points needs more than the cache holds (%d near, %d uniform); drawing with "
                 "replacement. Prepare with more --points for more variety.",
-                self.shape_ids[index], n, len(s["near_points"]), len(s["uniform_points"]),
+                self.shape_ids[index], n, num_near, num_uniform,
             )
             self._warned_small = True
-        near_idx = random_subset(n_near, len(s["near_points"]), rng)
-        uni_idx = random_subset(n_uniform, len(s["uniform_points"]), rng)
+        near_idx = random_subset(n_near, num_near, rng)
+        uni_idx = random_subset(n_uniform, num_uniform, rng)
         points = np.concatenate([s["near_points"][near_idx], s["uniform_points"][uni_idx]])
         occupancy = np.concatenate([s["near_occupancy"][near_idx], s["uniform_occupancy"][uni_idx]])
         if self.augment:
             a, t = augmentation_transform(rng, s["bbox"], self.up_axis)
             points = points @ a + t
-        return {
+        item = {
             "points": torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
             "occupancy": torch.from_numpy(occupancy.astype(np.float32)).unsqueeze(1),
             "shape_id": self.shape_ids[index],
             "shape_index": index,
         }
+        if self.soft_targets:
+            sdf = np.concatenate([s["near_sdf"][near_idx], s["uniform_sdf"][uni_idx]])
+            item["target"] = torch.sigmoid(torch.from_numpy(-sdf / self.soft_targets)).unsqueeze(1)
+        return item
+
+    def holdout(self, index: int) -> dict:
+        """The held-out points of shape `index` (see `holdout_points`): {'points' float32 [M, 3],
+        'occupancy' bool [M]}, near-surface points first."""
+        s = self.samples(index)
+        k = self.holdout_points
+        near, uniform = (slice(max(len(s[key]) - k, 0), None) for key in ("near_points", "uniform_points"))
+        return {"points": np.concatenate([s["near_points"][near], s["uniform_points"][uniform]]).astype(np.float32),
+                "occupancy": np.concatenate([s["near_occupancy"][near], s["uniform_occupancy"][uniform]])}
 
 
 class MultiscaleBatchSampler(Sampler):

@@ -46,7 +46,7 @@ MESHES_DIR = "meshes"
 CACHE_DIR = "cache"
 SPLITS = ("train", "val", "test")
 SETTINGS_FILE = "prepare.json"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: signed distances of the labelled points
 DEFAULT_SPLIT = (0.8, 0.1, 0.1)
 _FORBIDDEN_ID_CHARS = set("/\\\x00") | {chr(c) for c in range(32)} | {"\x7f"}
 
@@ -301,8 +301,10 @@ def build_cache(
         buf,
         uniform_points=s["uniform_points"],
         uniform_occupancy=pack_occupancy(s["uniform_occupancy"]),
+        uniform_sdf=s["uniform_sdf"],
         near_points=s["near_points"],
         near_occupancy=pack_occupancy(s["near_occupancy"]),
+        near_sdf=s["near_sdf"],
         surface_points=s["surface_points"],
         surface_normals=s["surface_normals"],
         center=s["center"],
@@ -322,7 +324,7 @@ def load_samples(data_root: str | os.PathLike, shape_id: str) -> dict:
     """The cached samples of one shape, unpacked, in unit-cube coordinates.
 
     Keys: uniform_points, near_points, surface_points (float32 [N, 3]); uniform_occupancy,
-    near_occupancy (bool [N]); surface_normals (float32 [N, 3]); center (float64 [3]) and scale
+    near_occupancy (bool [N]); uniform_sdf, near_sdf (float32 [N], negative inside); surface_normals (float32 [N, 3]); center (float64 [3]) and scale
     (float) with unit = (v - center) / scale; bbox (float32 [2, 3]); meta (dict).
     Does not check freshness: use :func:`ensure_caches` (OccupancyDataset does) for that.
     """
@@ -338,8 +340,10 @@ def load_samples(data_root: str | os.PathLike, shape_id: str) -> dict:
             return {
                 "uniform_points": uniform,
                 "uniform_occupancy": unpack_occupancy(z["uniform_occupancy"], len(uniform)),
+                "uniform_sdf": z["uniform_sdf"].astype(np.float32),
                 "near_points": near,
                 "near_occupancy": unpack_occupancy(z["near_occupancy"], len(near)),
+                "near_sdf": z["near_sdf"].astype(np.float32),
                 "surface_points": z["surface_points"].astype(np.float32),
                 "surface_normals": z["surface_normals"].astype(np.float32),
                 "center": z["center"].astype(np.float64),

@@ -75,3 +75,20 @@ def inside(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.nd
     Uses |w| so that a mesh whose faces all point inward is still labelled correctly.
     """
     return np.abs(winding_numbers(vertices, faces, points)) > WINDING_THRESHOLD
+
+
+def signed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Distance of each point to the surface, negative inside (by `inside`), float64 [N].
+
+    The distance is exact (libigl's AABB tree); the sign is the winding number's, so it agrees
+    with the 0/1 labels everywhere, also across the holes of an open mesh, where a distance
+    signed by normals would flip."""
+    import igl
+
+    q = np.ascontiguousarray(np.asarray(points).reshape(-1, 3), dtype=np.float64)
+    if len(q) == 0:
+        return np.zeros(0, dtype=np.float64)
+    squared, _, _ = igl.point_mesh_squared_distance(
+        q, np.ascontiguousarray(vertices, dtype=np.float64), np.ascontiguousarray(faces, dtype=np.int64))
+    distance = np.sqrt(np.maximum(squared, 0.0))
+    return np.where(inside(vertices, faces, q), -distance, distance)

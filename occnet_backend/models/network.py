@@ -29,12 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from occnet_backend.models.parts import NORMS, FourierFeatures, PointNetEncoder, ResnetDecoder
-from occnet_contract.settings import FitSettings
+from occnet_backend.models.parts import NORMS, FourierFeatures, HashGridEncoding, PointNetEncoder, ResnetDecoder
+from occnet_contract.settings import TRAIN_BOX, FitSettings
 
 DEFAULTS = FitSettings()
 
 ENCODERS = ("pointnet",)
+ENCODINGS = ("fourier", "grid")
+GRID_LR_FACTOR = 10.0
+"""The grid's features learn at 10x the decoder's rate (Instant-NGP trains both at 1e-2; the
+decoder is steadier at 1e-3 - BENCHMARKS.md)."""
 
 
 def _flatten_points(points: torch.Tensor, dim_input: int) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -77,6 +81,12 @@ class OccupancyNetwork(nn.Module):
         code_regularization: weight λ of λ·mean‖c‖² added to the training loss for table codes
             (DeepSDF's prior): keeps codes in a compact region so blends stay meaningful.
         encoder_points: labelled points encoded per shape when a batch has no 'inputs'.
+        encoding: 'fourier' (random Fourier features, the default) or 'grid' (a multi-resolution
+            grid of learned features, `parts.HashGridEncoding`, over the training box): what
+            `fit` uses for one shape, converging in seconds on a CPU (BENCHMARKS.md).
+        distance_scale: set when the network is trained on soft targets sigmoid(-sdf / scale):
+            its logits then approximate -sdf / scale, which lets extraction refine near thin
+            parts (`extraction.mise_grid`). None for 0/1 labels.
     """
 
     def __init__(
@@ -97,8 +107,14 @@ class OccupancyNetwork(nn.Module):
         code_init_std: float | None = None,
         code_regularization: float = 1e-4,
         encoder_points: int = 1024,
+        encoding: str = "fourier",
+        distance_scale: float | None = None,
     ):
         super().__init__()
+        if distance_scale is not None and not distance_scale > 0:
+            raise ValueError(f"distance_scale must be > 0 or None, got {distance_scale}")
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
         if dim_hidden < 1 or num_layers < 1 or dim_condition < 0:
             raise ValueError(f"dim_hidden and num_layers must be >= 1 and dim_condition >= 0, got {dim_hidden}, "
                              f"{num_layers}, {dim_condition}")
@@ -124,6 +140,11 @@ class OccupancyNetwork(nn.Module):
             dim_input=dim_input, dim_hidden=dim_hidden, num_layers=num_layers, dropout_prob=dropout_prob,
             fourier_frequencies=fourier_frequencies, fourier_scale=fourier_scale, chunk_size=chunk_size,
         )
+        if encoding != "fourier":  # absent from checkpoints written before the grid existed
+            self.config.update(encoding=encoding)
+        if distance_scale is not None:
+            self.config.update(distance_scale=float(distance_scale))
+        self.distance_scale = distance_scale
         if dim_condition:
             self.config.update(dim_condition=dim_condition, num_shapes=num_shapes, encoder=encoder, norm=norm,
                                code_init_std=code_init_std, code_regularization=code_regularization,
@@ -142,8 +163,11 @@ class OccupancyNetwork(nn.Module):
         if self.codes is not None:
             nn.init.normal_(self.codes.weight, 0.0, code_init_std)
         self.encoder = PointNetEncoder(dim_condition, dim_hidden) if encoder == "pointnet" else None
-        if fourier_frequencies > 0:
-            self.encoding: nn.Module = FourierFeatures(dim_input, fourier_frequencies, fourier_scale)
+        if encoding == "grid":
+            self.encoding: nn.Module = HashGridEncoding(dim_input, box=TRAIN_BOX)
+            dim_encoded = self.encoding.dim_output
+        elif fourier_frequencies > 0:
+            self.encoding = FourierFeatures(dim_input, fourier_frequencies, fourier_scale)
             dim_encoded = self.encoding.dim_output
         else:
             self.encoding = nn.Identity()
@@ -253,6 +277,15 @@ class OccupancyNetwork(nn.Module):
         codes = self.codes(torch.as_tensor(batch["shape_index"], device=self._device()).long().reshape(-1))
         return self.code_regularization * codes.pow(2).sum(-1).mean()
 
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """The optimizer's parameter groups: a grid's feature table learns at GRID_LR_FACTOR x `lr`
+        (with Adam's eps at 1e-15: its gradients are tiny and sparse), everything else at `lr`."""
+        if not isinstance(self.encoding, HashGridEncoding):
+            return [{"params": list(self.parameters()), "lr": lr}]
+        table = self.encoding.table
+        rest = [p for p in self.parameters() if p is not table]
+        return [{"params": rest, "lr": lr}, {"params": [table], "lr": lr * GRID_LR_FACTOR, "eps": 1e-15}]
+
     def __setattr__(self, name: str, value: Any) -> None:
         # `model.compute_loss = FocalLoss()` must replace the method: nn.Module would file a Module
         # value under _modules, where this class's method shadows it and the assignment is lost.
@@ -341,6 +374,7 @@ class OccupancyNetwork(nn.Module):
         from occnet_backend.extraction import extract_mesh
 
         fn = self.logit_fn(condition, weights, shape_index, chunk_size=kwargs.pop("chunk_size", None))
+        kwargs.setdefault("distance_scale", self.distance_scale)
         return extract_mesh(fn, resolution=resolution, threshold=threshold, method=method, **kwargs)
 
     def interpolate(self, start: Any, end: Any, steps: int = 5, **kwargs: Any) -> list[dict]:
@@ -368,6 +402,8 @@ class ConditionalOccupancyNetwork(OccupancyNetwork):
         code_regularization: float = 1e-4,
         encoder_points: int = 1024,
         chunk_size: int = 8192,
+        encoding: str = "fourier",
+        distance_scale: float | None = None,
     ):
         if dim_condition < 1:
             raise ValueError(f"dim_condition must be >= 1, got {dim_condition}")
@@ -375,7 +411,7 @@ class ConditionalOccupancyNetwork(OccupancyNetwork):
                          fourier_frequencies=fourier_frequencies, fourier_scale=fourier_scale, chunk_size=chunk_size,
                          dim_condition=dim_condition, num_shapes=num_shapes, encoder=encoder, norm=norm,
                          code_init_std=code_init_std, code_regularization=code_regularization,
-                         encoder_points=encoder_points)
+                         encoder_points=encoder_points, encoding=encoding, distance_scale=distance_scale)
 
 
 def _as_code(model: OccupancyNetwork, value: Any) -> torch.Tensor:

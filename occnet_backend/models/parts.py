@@ -2,6 +2,9 @@
 
 - `FourierFeatures`: random Fourier features of the query point (Tancik et al., 2020): a small MLP
   fits fine detail in a few hundred steps.
+- `HashGridEncoding`: a multi-resolution grid of learned features (Müller et al., Instant-NGP,
+  2022), trilinearly interpolated: the surface is stored where it is, so a fit converges in a few
+  hundred steps on a CPU where an MLP needs thousands.
 - `ResnetDecoder`: the reference implementation's ResNet-FC (residual blocks of two linear layers,
   each block's last layer zero-initialised so every block starts as the identity). Conditioned on
   a shape code, its normalisation is *conditional batch norm* (y = γ(c)·BN(x) + β(c), de Vries et
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,6 +42,89 @@ class FourierFeatures(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             projected = 2 * math.pi * (x.float() @ self.B.float())
         return torch.cat([x, torch.sin(projected), torch.cos(projected)], dim=-1)
+
+
+class _Interpolate(torch.autograd.Function):
+    """Σ_k w[i, k] · table[index[i, k]] -> [M, F]; its backward adds into the table with
+    `index_add_`: PyTorch's own backward of an indexed read (index_put) or of `embedding_bag` is
+    2-10x slower on a CPU (BENCHMARKS.md)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index, weights)
+        ctx.rows = table.shape[0]
+        return F.embedding_bag(index, table, per_sample_weights=weights, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        index, weights = ctx.saved_tensors
+        grad_table = grad.new_zeros(ctx.rows, grad.shape[1])
+        grad_table.index_add_(0, index.reshape(-1), (grad.unsqueeze(1) * weights.unsqueeze(-1)).reshape(-1, grad.shape[1]))
+        return grad_table, None, None
+
+
+HASH_PRIMES = (1, 2654435761, 805459861)  # Instant-NGP's spatial hash
+
+
+class HashGridEncoding(nn.Module):
+    """x -> [x, features of x on `levels` grids from `base_resolution` to `finest_resolution` cells].
+
+    Each level is a grid over [-box, box]³ whose corner features are interpolated trilinearly; a
+    coarse level is stored densely, a level with more corners than `table_size` shares a hashed
+    table (collisions are resolved by the decoder, which also sees the coarse levels). The finest
+    level at 256 cells over the training box gives detail finer than a 128³ extraction grid, so
+    the learned surface keeps sharpening at 256³ (BENCHMARKS.md). Features start at ±1e-4.
+    """
+
+    def __init__(self, dim_input: int = 3, levels: int = 8, features: int = 2, base_resolution: int = 16,
+                 finest_resolution: int = 256, log2_table_size: int = 17, box: float = 0.6, seed: int = 0):
+        super().__init__()
+        if dim_input != 3:
+            raise ValueError(f"the grid encoding is three-dimensional, got dim_input={dim_input}")
+        growth = (finest_resolution / base_resolution) ** (1 / max(levels - 1, 1))
+        self.resolutions = [int(round(base_resolution * growth**level)) for level in range(levels)]
+        self.table_size = 1 << log2_table_size
+        self.box, self.levels, self.features = float(box), levels, features
+        sizes = [min((r + 1) ** 3, self.table_size) for r in self.resolutions]
+        self.num_dense = sum((r + 1) ** 3 <= self.table_size for r in self.resolutions)
+        self.register_buffer("offsets", torch.tensor([0, *np.cumsum(sizes)[:-1].tolist()], dtype=torch.long),
+                             persistent=False)
+        self.register_buffer("cells", torch.tensor(self.resolutions, dtype=torch.long), persistent=False)
+        self.register_buffer("strides", torch.tensor([[(r + 1) ** 2, r + 1, 1] for r in self.resolutions[: self.num_dense]],
+                                                     dtype=torch.long).reshape(-1, 3), persistent=False)
+        self.register_buffer("primes", torch.tensor(HASH_PRIMES, dtype=torch.long), persistent=False)
+        generator = torch.Generator().manual_seed(seed)
+        self.table = nn.Parameter((torch.rand(int(sum(sizes)), features, generator=generator) * 2 - 1) * 1e-4)
+        self.dim_output = dim_input + levels * features
+
+    def corner_index(self, corners: torch.Tensor) -> torch.Tensor:
+        """Lower and upper corner per axis [L, N, 3, 2] -> rows of `table` [L, N, 8]."""
+        parts = []
+        nd = self.num_dense
+        if nd:
+            d = corners[:nd] * self.strides.view(nd, 1, 3, 1)
+            parts.append(d[..., 0, :, None, None] + d[..., 1, None, :, None] + d[..., 2, None, None, :])
+        if nd < self.levels:
+            h = corners[nd:] * self.primes.view(1, 1, 3, 1)
+            parts.append((h[..., 0, :, None, None] ^ h[..., 1, None, :, None] ^ h[..., 2, None, None, :])
+                         & (self.table_size - 1))
+        return torch.cat(parts).reshape(self.levels, -1, 8) + self.offsets.view(-1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        with torch.autocast(x.device.type, enabled=False):  # positions and weights in fp32
+            flat = x.reshape(-1, 3).float()
+            unit = ((flat + self.box) / (2 * self.box)).clamp(0, 1)
+            cells = self.cells.view(-1, 1, 1)
+            position = unit.unsqueeze(0) * cells  # [L, N, 3]
+            lower = torch.minimum(position.floor().long(), cells - 1)
+            frac = position - lower
+            index = self.corner_index(torch.stack([lower, lower + 1], -1))
+            w = torch.stack([1 - frac, frac], -1)  # [L, N, 3, 2]
+            weights = (w[..., 0, :, None, None] * w[..., 1, None, :, None] * w[..., 2, None, None, :]).reshape(-1, 8)
+            features = _Interpolate.apply(self.table, index.reshape(-1, 8), weights.to(self.table.dtype))
+            features = features.reshape(self.levels, -1, self.features).permute(1, 0, 2).reshape(len(flat), -1)
+            return torch.cat([flat, features], -1).reshape(*lead, self.dim_output)
 
 
 class Norm(nn.Module):

@@ -11,7 +11,7 @@ OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "step")
 
 
-def build_optimizer(kind: str | None, parameters: Iterable[torch.nn.Parameter], lr: float,
+def build_optimizer(kind: str | None, parameters: Iterable[torch.nn.Parameter] | list[dict], lr: float,
                     weight_decay: float) -> torch.optim.Optimizer:
     kind = kind or "adam"
     if kind not in OPTIMIZERS:

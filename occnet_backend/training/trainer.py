@@ -1,6 +1,7 @@
 """The training loop for occupancy networks, readable top to bottom (`OccupancyTrainer.train`).
 
-A step consumes `accumulate_steps` batches of {'points': [B, N, 3], 'occupancy': [B, N, 1], ...},
+A step consumes `accumulate_steps` batches of {'points': [B, N, 3], 'occupancy': [B, N, 1], ...}
+(with 'target' [B, N, 1], soft occupancies in [0, 1], the loss's target instead of 'occupancy'),
 turns each into logits with ``model.forward_batch(batch)`` and minimises
 ``model.compute_loss(logits, target) + model.regularization_loss(batch)`` (the code prior of a
 network with a code table). The loss receives **logits** in float32 (also under mixed precision)
@@ -35,6 +36,7 @@ from occnet_backend.events import NULL_EVENTS, EventWriter
 from occnet_backend.models.network import OccupancyNetwork
 from occnet_backend.signals import StopRequest
 from occnet_backend.training import checkpoints, distributed
+from occnet_backend.training.early_stopping import HeldOutIoU
 from occnet_backend.training.losses import training_loss
 from occnet_backend.training.precision import describe_precision, resolve_amp, resolve_device
 from occnet_backend.training.resume import DataPosition, preserved_rng
@@ -100,6 +102,8 @@ class OccupancyTrainer:
             `last` is saved and `status` is 'cancelled'); a second signal interrupts at once.
             Off by default so library callers keep Python's usual KeyboardInterrupt.
         config: the user's config dict, stored in checkpoints (see `create_trainer_from_config`).
+        early_stopping: a `training.early_stopping.HeldOutIoU`: training ends (status 'ok',
+            `converged` True) once the held-out IoU stops rising, before `max_steps`.
     """
 
     def __init__(
@@ -131,6 +135,7 @@ class OccupancyTrainer:
         progress_bar: bool | str = "auto",
         handle_signals: bool = False,
         config: dict | None = None,
+        early_stopping: HeldOutIoU | None = None,
     ):
         if not isinstance(model, OccupancyNetwork):
             raise ValueError(f"model must be an OccupancyNetwork or ConditionalOccupancyNetwork, got {type(model).__name__}")
@@ -150,7 +155,7 @@ class OccupancyTrainer:
         self.train_dataloader = train_dataloader
         self.val_dataloader = val_dataloader
         if optimizer is None or isinstance(optimizer, str):
-            optimizer = build_optimizer(optimizer, model.parameters(), lr, weight_decay)
+            optimizer = build_optimizer(optimizer, model.parameter_groups(lr), lr, weight_decay)
         self.optimizer = optimizer
         self.schedule = LRSchedule(lr_schedule, warmup_steps, None, lr_step_size, lr_gamma, min_lr_ratio)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
@@ -170,6 +175,10 @@ class OccupancyTrainer:
         self.val_mesh_resolution = int(val_mesh_resolution)
         self.handle_signals = handle_signals
         self.config = config
+        if early_stopping is not None and self.dist.enabled:
+            raise ValueError("early_stopping is for a single process: under torchrun the ranks would stop apart")
+        self.early_stopping = early_stopping
+        self.converged = False
 
         # the module that runs forward: the bare model, or DDP around it under torchrun
         self._module: nn.Module = _BatchModule(self.model)
@@ -205,7 +214,7 @@ class OccupancyTrainer:
         num_epochs, max_steps, total = self._run_length(num_epochs, max_steps)
         self.run_log.start(device=self.device, parameters=sum(p.numel() for p in self.model.parameters()),
                            step=self.step, total=total, precision=self.precision)
-        first_step, self.status, self.stop = self.step, "running", StopRequest()
+        first_step, self.status, self.stop, self.converged = self.step, "running", StopRequest(), False
         signals = self.stop.on_signals() if self.handle_signals else contextlib.nullcontext()
         try:
             with signals:
@@ -250,7 +259,7 @@ class OccupancyTrainer:
             with autocast:
                 logits = self._module(batch)
             logits = logits.float()
-            target = batch["occupancy"].reshape(logits.shape).to(logits.dtype)
+            target = batch.get("target", batch["occupancy"]).reshape(logits.shape).to(logits.dtype)
             loss = loss_function(self.model)(logits, target) + self.model.regularization_loss(batch)
             self.scaler.scale(loss * scale).backward()
         with torch.no_grad():
@@ -278,6 +287,9 @@ class OccupancyTrainer:
         self.history.append(record)
         self.run_log.step(record, points, compute_seconds, total)
         stop = self._agreed_stop()
+        if self.early_stopping is not None and not stop and self.early_stopping.converged(self.step):
+            self.converged = True
+            log.info("converged after %d steps: held-out IoU %.4f", self.step, self.early_stopping.best)
         if self.val_dataloader is not None and self.val_every is not None and self.step % self.val_every == 0:
             self._run_validation(record)
         if (self.checkpoint_dir is not None and self.checkpoint_every is not None
@@ -285,7 +297,7 @@ class OccupancyTrainer:
             self.save_checkpoint(kind="last")
         self.stop.requested = stop
         self._step_started = time.perf_counter()
-        return stop
+        return stop or self.converged
 
     def _optimizer_step(self, batches: int) -> float | None:
         """Returns the gradient norm when `grad_clip` is set."""
@@ -343,7 +355,7 @@ class OccupancyTrainer:
         return num_epochs, max_steps, total
 
     def _reached(self, num_epochs: int | None, max_steps: int | None) -> bool:
-        return (num_epochs is not None and self.epoch >= num_epochs) or (max_steps is not None and self.step >= max_steps)
+        return self.converged or (num_epochs is not None and self.epoch >= num_epochs) or (max_steps is not None and self.step >= max_steps)
 
     def _agreed_stop(self) -> bool:
         """The stop flag, agreed by all ranks (one rank stopping alone would hang the others)."""
