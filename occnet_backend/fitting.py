@@ -43,7 +43,8 @@ GRID_DECODER = {"dim_hidden": 64, "num_layers": 1}
 """A grid network's decoder: the features carry the detail, so a small one is enough and a step
 costs a third of the Fourier network's (BENCHMARKS.md)."""
 HOLDOUT_POINTS = 4096
-"""Near-surface and uniform points of each shape's cache kept out of training, for early stopping."""
+"""Near-surface and uniform points of each shape's cache kept out of training, for early stopping
+(at most a tenth of the cache)."""
 
 
 @dataclass
@@ -160,7 +161,7 @@ def fit_meshes(
     dataset = OccupancyDataset(out_dir / "data", split="train", seed=s.seed, preload=True,
                                num_points=max(1, s.points // min(len(report.shapes), 4)),
                                soft_targets=DISTANCE_SCALE if encoding == "grid" else 0.0,
-                               holdout_points=HOLDOUT_POINTS)
+                               holdout_points=min(HOLDOUT_POINTS, s.cached_points // 20))
     shape_ids = list(dataset.shape_ids)
     loader = DataLoader(dataset, batch_size=min(len(shape_ids), 4), shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(s.seed))

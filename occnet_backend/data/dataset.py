@@ -206,6 +206,9 @@ class OccupancyDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} shapes")
         s = self.samples(index)
         num_near, num_uniform = (max(len(s[k]) - self.holdout_points, 0) for k in ("near_points", "uniform_points"))
+        if num_near == num_uniform == 0:
+            raise DatasetError(f"{self.shape_ids[index]}: its cache holds no points besides the {self.holdout_points} "
+                               "held out of training; prepare with more points")
         rng = np.random.default_rng([self.seed, index, self.epoch, n])
         n_near = int(round(n * self.surface_fraction))
         n_uniform = n - n_near

@@ -206,6 +206,11 @@ def s_reconstruct_by_click():
     drew_training = lambda: any(d["phase"] == "training" and d["step"] > 0 for d in DRAWN)  # noqa: E731
     yield until(lambda: drew_training() or jobs.active_job() is None, 120, "the running panel drawing training progress")
     check(drew_training(), f"the job ended before the panel drew training progress: {status().message!r}")
+    preview = bpy.data.objects.get("Suzanne OccNet (preview)")
+    check(preview is not None and preview.display_type == "WIRE" and len(preview.data.polygons) > 100,
+          "no wireframe preview 'Suzanne OccNet (preview)' while the network trains")
+    check((preview.location - suzanne.matrix_world.translation).length < 1e-5, "the preview is not over its source")
+    REPORT["preview_faces"] = len(preview.data.polygons)
     yield 1.0
     shot("training")
     yield until(lambda: jobs.active_job() is None, 300, "the reconstruction to end")
@@ -219,6 +224,7 @@ def s_reconstruct_by_click():
     result = coll.objects["Suzanne OccNet"]
     check(bpy.context.view_layer.objects.active == result and result.select_get(), "the result is not selected and active")
     check(suzanne.hide_get() and not suzanne.select_get(), "the source is still shown or selected")
+    check(not [ob.name for ob in bpy.data.objects if ob.name.endswith("(preview)")], "the preview is left after the result")
     check((result.location - suzanne.matrix_world.translation).length < 1e-5,
           f"the result's origin {tuple(result.location)} is not the source's {tuple(suzanne.matrix_world.translation)}")
     phases = [d["text"] for d in DRAWN]
