@@ -37,8 +37,8 @@ DEFAULTS = FitSettings()
 ENCODERS = ("pointnet",)
 ENCODINGS = ("fourier", "grid")
 GRID_LR_FACTOR = 10.0
-"""The grid's features learn at 10x the decoder's rate (Instant-NGP trains both at 1e-2; the
-decoder is steadier at 1e-3 - BENCHMARKS.md)."""
+"""A grid network learns at 10x the rate a Fourier network does (1e-2 at fit's default 1e-3, as
+Instant-NGP trains): at 1e-3 a fit of 20 steps is still empty (BENCHMARKS.md)."""
 
 
 def _flatten_points(points: torch.Tensor, dim_input: int) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -278,13 +278,14 @@ class OccupancyNetwork(nn.Module):
         return self.code_regularization * codes.pow(2).sum(-1).mean()
 
     def parameter_groups(self, lr: float) -> list[dict]:
-        """The optimizer's parameter groups: a grid's feature table learns at GRID_LR_FACTOR x `lr`
-        (with Adam's eps at 1e-15: its gradients are tiny and sparse), everything else at `lr`."""
+        """The optimizer's parameter groups: a grid network learns at GRID_LR_FACTOR x `lr`, its
+        feature table with Adam's eps at 1e-15 (its gradients are tiny and sparse)."""
         if not isinstance(self.encoding, HashGridEncoding):
             return [{"params": list(self.parameters()), "lr": lr}]
         table = self.encoding.table
         rest = [p for p in self.parameters() if p is not table]
-        return [{"params": rest, "lr": lr}, {"params": [table], "lr": lr * GRID_LR_FACTOR, "eps": 1e-15}]
+        return [{"params": rest, "lr": lr * GRID_LR_FACTOR},
+                {"params": [table], "lr": lr * GRID_LR_FACTOR, "eps": 1e-15}]
 
     def __setattr__(self, name: str, value: Any) -> None:
         # `model.compute_loss = FocalLoss()` must replace the method: nn.Module would file a Module
