@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from occnet_backend.data.labels import signed_distance
+from occnet_backend.data.labels import boundary_faces, signed_distance
 from occnet_backend.extraction import extract_mesh
 
 DISTANCE_SCALE = 0.004
@@ -23,7 +23,8 @@ def direct_field(vertices: np.ndarray, faces: np.ndarray):
     """points [N, 3] -> logits [N] of the mesh (vertices in the coordinates the points are in)."""
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
-    return lambda points: (-signed_distance(v, f, points) / DISTANCE_SCALE).astype(np.float32)
+    boundary = boundary_faces(v, f)
+    return lambda points: (-signed_distance(v, f, points, boundary) / DISTANCE_SCALE).astype(np.float32)
 
 
 def direct_field_mesh(vertices: np.ndarray, faces: np.ndarray, resolution: int, method: str = "mise") -> dict:

@@ -106,6 +106,23 @@ def test_signed_distance_agrees_with_the_labels_and_the_distance():
     assert np.allclose(sdf, exact, atol=1e-9)
 
 
+def test_internal_faces_of_overlapping_parts_are_not_the_surface():
+    """Two overlapping boxes (a kit-bash): the faces inside the union bound nothing, so the
+    distance inside is the distance to the union's outside, not to the nearest internal face."""
+    from occnet_backend.data.labels import boundary_faces
+
+    a = trimesh.creation.box((0.4, 0.2, 0.2))
+    b = trimesh.creation.box((0.2, 0.2, 0.2))
+    b.apply_translation((0.15, 0.0, 0.0))  # overlaps a from x = 0.05 to 0.2
+    v = np.concatenate([a.vertices, b.vertices])
+    f = np.concatenate([a.faces, b.faces + len(a.vertices)])
+    outer = boundary_faces(v, f)
+    assert outer.sum() < len(f) and outer[: len(a.faces)].sum() < len(a.faces)
+    point = np.array([[0.2, 0.0, 0.0]])  # a's +x face runs through here, inside b
+    assert signed_distance(v, f, point)[0] == pytest.approx(-0.05, abs=1e-9)  # b's +x face is 0.05 away
+    assert signed_distance(v, f, point, boundary=np.ones(len(f), bool))[0] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_early_stopping_waits_for_patience_and_min_steps():
     scores = iter([0.5, 0.8, 0.9, 0.9002, 0.9001, 0.9003, 0.95, 0.95, 0.95, 0.95])
     stop = HeldOutIoU(lambda: next(scores), every=10, patience=3, min_delta=5e-4, min_steps=40)

@@ -77,18 +77,48 @@ def inside(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.nd
     return np.abs(winding_numbers(vertices, faces, points)) > WINDING_THRESHOLD
 
 
-def signed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
+BOUNDARY_OFFSET = 1e-4
+"""How far off a face (in the mesh's units: fit's are the unit cube's) its two sides are probed."""
+
+
+def boundary_faces(vertices: np.ndarray, faces: np.ndarray, offset: float = BOUNDARY_OFFSET) -> np.ndarray:
+    """Bool [F]: the faces that bound the labelled volume: inside on one side, outside on the other.
+
+    Why: overlapping parts (kit-bashed models, convex-hull sets, CAD assemblies) leave faces
+    *inside* the union, and open flaps leave faces with outside on both sides. The distance to
+    such a face is not the distance to the surface: inside a union it would put a "surface" a hair
+    away from every internal face, and a network trained on it grows specks there. The side test
+    uses the same winding number as the labels, at each face's centroid plus and minus `offset`
+    along its normal; all faces count when none passes (a mesh of only such faces)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    corners = v[f]
+    normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    length = np.linalg.norm(normal, axis=1, keepdims=True)
+    normal = np.divide(normal, length, out=np.zeros_like(normal), where=length > 0)
+    centroid = corners.mean(axis=1)
+    probes = np.concatenate([centroid + offset * normal, centroid - offset * normal])
+    side = inside(v, f, probes)
+    bounding = (side[: len(f)] != side[len(f) :]) & (length[:, 0] > 0)
+    return bounding if bounding.any() else np.ones(len(f), dtype=bool)
+
+
+def signed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray,
+                    boundary: np.ndarray | None = None) -> np.ndarray:
     """Distance of each point to the surface, negative inside (by `inside`), float64 [N].
 
-    The distance is exact (libigl's AABB tree); the sign is the winding number's, so it agrees
-    with the 0/1 labels everywhere, also across the holes of an open mesh, where a distance
-    signed by normals would flip."""
+    The surface is the faces that bound the labelled volume (`boundary_faces`; pass them when
+    already known), so internal faces of overlapping parts do not count; the distance is exact
+    (libigl's AABB tree); the sign is the winding number's, so it agrees with the 0/1 labels
+    everywhere, also across the holes of an open mesh, where a distance signed by normals would flip."""
     import igl
 
     q = np.ascontiguousarray(np.asarray(points).reshape(-1, 3), dtype=np.float64)
     if len(q) == 0:
         return np.zeros(0, dtype=np.float64)
-    squared, _, _ = igl.point_mesh_squared_distance(
-        q, np.ascontiguousarray(vertices, dtype=np.float64), np.ascontiguousarray(faces, dtype=np.int64))
+    v = np.ascontiguousarray(vertices, dtype=np.float64)
+    f = np.ascontiguousarray(faces, dtype=np.int64)
+    outer = boundary_faces(v, f) if boundary is None else boundary
+    squared, _, _ = igl.point_mesh_squared_distance(q, v, np.ascontiguousarray(f[outer]))
     distance = np.sqrt(np.maximum(squared, 0.0))
-    return np.where(inside(vertices, faces, q), -distance, distance)
+    return np.where(inside(v, f, q), -distance, distance)
