@@ -85,8 +85,8 @@ class OCCNET_PT_main(bpy.types.Panel):
         else:
             row.operator("occnet.cancel", text="Cancel (Esc)", icon="CANCEL")
         if job.previews_shown:
-            layout.label(text="Wireframe: a preview from the source's own distance;", icon="INFO")
-            layout.label(text="the learned surface replaces it when training ends.")
+            layout.label(text="Wireframe: a preview, no network yet", icon="INFO")
+            layout.label(text="(the learned surface replaces it)")
 
 
 class OCCNET_PT_live(bpy.types.Panel):
