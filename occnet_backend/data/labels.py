@@ -112,6 +112,7 @@ def inside(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.nd
 
 BOUNDARY_OFFSET = 1e-4
 """How far off a face (in the mesh's units: fit's are the unit cube's) its two sides are probed."""
+PROBE_WEIGHTS = np.array([[1, 1, 1], [4, 1, 1], [1, 4, 1], [1, 1, 4]]) / 6.0  # barycentric, one row per probe
 
 
 def boundary_faces(vertices: np.ndarray, faces: np.ndarray, offset: float = BOUNDARY_OFFSET) -> np.ndarray:
@@ -121,18 +122,22 @@ def boundary_faces(vertices: np.ndarray, faces: np.ndarray, offset: float = BOUN
     *inside* the union, and open flaps leave faces with outside on both sides. The distance to
     such a face is not the distance to the surface: inside a union it would put a "surface" a hair
     away from every internal face, and a network trained on it grows specks there. The side test
-    uses the same winding number as the labels, at each face's centroid plus and minus `offset`
-    along its normal; all faces count when none passes (a mesh of only such faces)."""
+    uses the same winding number as the labels, at four spots of each face plus and minus
+    `offset` along its normal (a face counts when one spot differs); all faces count when none
+    passes (a mesh of only such faces)."""
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
     corners = v[f]
     normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     length = np.linalg.norm(normal, axis=1, keepdims=True)
     normal = np.divide(normal, length, out=np.zeros_like(normal), where=length > 0)
-    centroid = corners.mean(axis=1)
-    probes = np.concatenate([centroid + offset * normal, centroid - offset * normal])
-    side = inside(v, f, probes)
-    bounding = (side[: len(f)] != side[len(f) :]) & (length[:, 0] > 0)
+    # the centroid and the centroids of the three corner sub-triangles: a face only partly covered
+    # by another part (a stud on a brick) still bounds the volume where it is exposed
+    spots = np.einsum("pk,fkd->pfd", PROBE_WEIGHTS, corners).reshape(-1, 3)  # [4F, 3], probe-major
+    offsets = offset * np.tile(normal, (len(PROBE_WEIGHTS), 1))
+    side = inside(v, f, np.concatenate([spots + offsets, spots - offsets]))
+    differs = (side[: len(spots)] != side[len(spots) :]).reshape(len(PROBE_WEIGHTS), len(f))
+    bounding = differs.any(axis=0) & (length[:, 0] > 0)
     return bounding if bounding.any() else np.ones(len(f), dtype=bool)
 
 

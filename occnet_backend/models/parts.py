@@ -46,8 +46,8 @@ class FourierFeatures(nn.Module):
 
 class _Interpolate(torch.autograd.Function):
     """Σ_k w[i, k] · table[index[i, k]] -> [M, F]; its backward is a weighted `bincount` per feature:
-    on a CPU PyTorch's own backward of an indexed read (index_put) or of `embedding_bag` is 3-10x
-    slower, `index_add_` and `scatter_add_` about 1.7x (BENCHMARKS.md)."""
+    on a CPU PyTorch's own backward of an indexed read (index_put) or of `embedding_bag` is 3-7x
+    slower, `index_add_` and `scatter_add_` 1.6-1.8x (bench/grid.py, BENCHMARKS.md)."""
 
     @staticmethod
     def forward(ctx, table: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
