@@ -79,9 +79,9 @@ def register() -> None:
     _check_host()
     import bpy
 
-    from .blender import api, installer, operators, panel, preferences, properties, sliders
+    from .blender import api, installer, operators, panel, preferences, previews, properties, sliders
 
-    _modules = (properties, sliders, preferences, operators, installer, panel)
+    _modules = (properties, sliders, previews, preferences, operators, installer, panel)
     for module in _modules:
         module.register()
     bpy.app.handlers.persistent(_abort_on_load)

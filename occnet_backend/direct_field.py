@@ -2,8 +2,7 @@
 
 Its distance is exact and its sign is the winding number's (`data.labels.signed_distance`), the
 same field `fit`'s training targets come from, so it is the honest ceiling a learned surface is
-measured against (bench/quality.py), and what `fit` shows within a second as a preview while the
-network trains. What it cannot give, the network does: a continuous function to extract at any
+measured against (bench/quality.py), and what `fit` shows as a preview while the network trains. What it cannot give, the network does: a continuous function to extract at any
 resolution without the mesh, smooth normals, and codes that morph between shapes.
 """
 

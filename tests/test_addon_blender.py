@@ -241,3 +241,25 @@ def test_panel_and_operators_are_registered(blender):
 
     assert occnet.reconstruct is api.reconstruct
     assert sys.modules["occnet"] is api
+
+
+def test_preview_sits_over_its_source_and_leaves_with_its_job_or_a_reload(blender, tmp_path):
+    from blender_addon.blender import previews
+
+    source = add_monkey(location=(1.0, 2.0, 3.0))
+    before = snapshot()
+    box = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=np.float32) + (1.0, 2.0, 3.0)
+    faces = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                      [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
+    path = ply.write_ply(tmp_path / "preview.ply", box, faces)
+    ob = previews.show(blender.context.scene, str(tmp_path / "job"), [source.name], str(path))
+    assert ob.name == f"{source.name} OccNet (preview)" and ob.display_type == "WIRE"
+    assert tuple(ob.location) == pytest.approx((1.0, 2.0, 3.0)) and not results.is_result_object(ob)
+    assert previews.show(blender.context.scene, "other", [source.name], str(tmp_path / "missing.ply")) is None
+    previews.clear(str(tmp_path / "job"))
+    assert snapshot() == before
+
+    previews.show(blender.context.scene, str(tmp_path / "job"), [source.name], str(path))
+    blender.ops.wm.save_as_mainfile(filepath=str(tmp_path / "saved.blend"))
+    blender.ops.wm.open_mainfile(filepath=str(tmp_path / "saved.blend"))
+    assert not [o.name for o in blender.data.objects if o.get(previews.PROP_PREVIEW)], "a saved preview came back"

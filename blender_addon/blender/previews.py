@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bpy
 import numpy as np
+from bpy.app.handlers import persistent
 from mathutils import Matrix
 
 from ..occnet_contract import ply
@@ -43,3 +44,21 @@ def clear(job_dir: str) -> None:
     """Removes every preview of the job (and its mesh)."""
     for ob in [ob for ob in bpy.data.objects if ob.get(PROP_PREVIEW) == job_dir and ob.library is None]:
         results.remove_object_and_mesh(ob)
+
+
+@persistent
+def remove_saved_previews(*_args) -> None:
+    """After a file loads: a preview saved in it (the file was saved while a job trained) belongs
+    to no running job (loading ends the job), so it goes."""
+    for ob in [ob for ob in bpy.data.objects if ob.get(PROP_PREVIEW) is not None and ob.library is None]:
+        results.remove_object_and_mesh(ob)
+
+
+def register() -> None:
+    if remove_saved_previews not in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.append(remove_saved_previews)
+
+
+def unregister() -> None:
+    if remove_saved_previews in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(remove_saved_previews)

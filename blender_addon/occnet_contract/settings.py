@@ -34,7 +34,8 @@ AMP_MODES = ("off", "auto", "bf16", "fp16")
 ENCODINGS = ("auto", "grid", "fourier")
 PREVIEW_RESOLUTION = 64
 """The grid of the preview `fit` shows before training: the source's own signed distance
-(no network), 64³ so that it comes within about a second (BENCHMARKS.md)."""
+(no network), 64³ so that it comes soon: 0.1-0.5 s for the pyvista meshes here, seconds for
+CAD parts of long slivers."""
 TYPES = {"int": int, "float": float, "str": str}
 """A field's annotation (a string: this module uses postponed annotations) -> its Python type."""
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")

@@ -3,15 +3,12 @@
 Why not a fixed step count: an easy shape (a sphere, a nut) is done in a third of the steps a
 thin-walled part needs, and the step count that suits the part wastes the time of every other
 shape. What is measured is what the user gets: the IoU of the network's inside/outside decision on
-held-out labelled points, most of them near the surface (where the result changes).
+held-out labelled points, half of them near the surface (where the result changes).
 """
 
 from __future__ import annotations
 
 from typing import Callable
-
-import numpy as np
-import torch
 
 
 class HeldOutIoU:
@@ -44,16 +41,3 @@ class HeldOutIoU:
             self.best = max(self.best, score)
             self.stale += 1
         return step >= self.min_steps and self.stale >= self.patience
-
-    @classmethod
-    def for_points(cls, model: torch.nn.Module, points: np.ndarray, occupancy: np.ndarray,
-                   logits: Callable[[np.ndarray], torch.Tensor], **kwargs) -> "HeldOutIoU":
-        """Held-out IoU of `logits(points) >= 0` against `occupancy` (bool)."""
-        truth = torch.as_tensor(np.asarray(occupancy, dtype=bool))
-
-        def evaluate() -> float:
-            pred = logits(points) >= 0
-            union = int((pred | truth).sum())
-            return int((pred & truth).sum()) / union if union else 1.0
-
-        return cls(evaluate, **kwargs)
