@@ -204,17 +204,14 @@ def fit_meshes(
 
 def held_out_iou(model: torch.nn.Module, dataset):
     """Early stopping on the mean held-out IoU over the shapes (each with its own code)."""
+    from occnet_backend.metrics import iou
     from occnet_backend.training.early_stopping import HeldOutIoU
 
     held = [dataset.holdout(i) for i in range(len(dataset))]
-    truths = [torch.as_tensor(h["occupancy"]) for h in held]
 
     def evaluate() -> float:
-        scores = []
-        for index, (h, truth) in enumerate(zip(held, truths)):
-            pred = model.predict_logits(h["points"], shape_index=index if model.conditional else None) >= 0
-            union = int((pred | truth).sum())
-            scores.append(int((pred & truth).sum()) / union if union else 1.0)
+        scores = [iou((model.predict_logits(h["points"], shape_index=i if model.conditional else None) >= 0).numpy(),
+                      h["occupancy"]) for i, h in enumerate(held)]
         return sum(scores) / len(scores)
 
     return HeldOutIoU(evaluate)
