@@ -5,14 +5,16 @@ and airplane inside the pyvista wheel), in one run and at `fit`'s defaults:
 
 - per shape: IoU of the N-shape model vs the shape's own single-shape fit, and the time of the one
   N-shape fit vs the sum of the N single fits;
-- along straight paths between two learned codes, at 11 evenly spaced points: watertight, the
-  connected components against the endpoints' own, and the largest jump of enclosed volume and
-  surface area between neighbours relative to the endpoints' difference (0.1 is a straight line;
-  much more is a spike); the endpoints equal the shapes' own reconstructions;
-- the time of one slider move to a new blend at 128³ (a new code: no cached grid);
+- along straight paths between two shapes (their weights, as the panel's sliders set them), at 11
+  evenly spaced points: watertight, the connected components against the endpoints' own, and the
+  largest jump of enclosed volume and surface area between neighbours relative to the endpoints'
+  difference (0.1 is a straight line; much more is a spike); the endpoints equal the shapes' own
+  reconstructions; and, for reference, the extra components of the same blend of the exact fields
+  (the source meshes' signed distances, no network, no part filter);
+- the time of one slider move to a new blend at 128³ (no cached grid);
 - a strip picture per path (PNG) into --out.
 
-    .venv/bin/python bench/morph.py [--sizes 2 4 8] [--steps 600] [--path-resolution 64] [--out out/bench_morph]
+    .venv/bin/python bench/morph.py [--sizes 2 4 8] [--steps 600] [--amp off] [--path-resolution 64] [--out out/bench_morph]
 
 Issue 16's targets: each shape within 0.01 IoU of its single fit, the N-shape fit <= 0.6 x N single
 fits, every path watertight with no extra components and no spikes, a slider move <= 0.5 s.
@@ -71,14 +73,13 @@ def components(mesh: trimesh.Trimesh) -> int:
         if len(mesh.faces) else 0
 
 
-def path_metrics(model, i: int, j: int, n: int, resolution: int) -> dict:
-    from occnet_backend.extraction import extract_mesh
-
+def path_metrics(blend, i: int, j: int, n: int) -> dict:
+    """`blend(weights)` -> an `extract_mesh` result, along the path from shape i to shape j."""
     rows = []
     for t in np.linspace(0.0, 1.0, 11):
         weights = np.zeros(n)
         weights[i], weights[j] = 1.0 - t, t
-        out = extract_mesh(model.logit_fn(weights=weights), resolution=resolution)
+        out = blend(weights)
         mesh = trimesh.Trimesh(out["vertices"], out["faces"], process=False)
         rows.append({"t": float(t), "watertight": bool(mesh.is_watertight), "components": components(mesh),
                      "volume": float(mesh.volume) if len(mesh.faces) else 0.0, "area": float(mesh.area),
@@ -132,21 +133,24 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: fit's)")
     parser.add_argument("--path-resolution", type=int, default=64)
+    parser.add_argument("--amp", default=None, help="precision (default: fit's; 'off' for fp32 figures)")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_morph")
     args = parser.parse_args()
 
+    from occnet_backend.data.meshes import load_mesh, normalization, to_unit_cube
+    from occnet_backend.direct_field import DISTANCE_SCALE, direct_field
     from occnet_backend.extraction import extract_mesh
     from occnet_backend.fitting import fit_meshes, load_fit_checkpoint
     from occnet_contract.settings import FitSettings
 
-    settings = FitSettings() if args.steps is None else FitSettings(steps=args.steps)
+    settings = FitSettings(**{k: v for k, v in (("steps", args.steps), ("amp", args.amp)) if v is not None})
     work = Path(tempfile.mkdtemp(prefix="occnet-bench-morph-"))
     args.out.mkdir(parents=True, exist_ok=True)
     meshes = {**blender_meshes(work / "meshes"), **{k: Path(v) for k, v in package_meshes().items()}}
     order = ["suzanne", "torus", "ant", "nut", "airplane", "cone", "sphere", "cylinder"]
     print(f"machine: {machine()}")
-    print(f"fit defaults: {settings.steps} steps x {settings.points} points, width {settings.width}, "
-          f"{settings.resolution}³; paths at {args.path_resolution}³, 11 points each")
+    print(f"fit: at most {settings.steps} steps x {settings.points} points, encoding {settings.encoding}, amp "
+          f"{settings.amp}, {settings.resolution}³; paths at {args.path_resolution}³, 11 points each")
 
     singles: dict[str, dict] = {}
     for name in order[: max(args.sizes)]:
@@ -174,18 +178,31 @@ def main() -> None:
         index = {s: ids.index(s) for s in names}
         pairs = list(itertools.combinations(names, 2)) if n <= 4 else list(zip(names, names[1:] + names[:1]))
         paths = []
+        fields = []
+        for sid in ids:
+            source = load_mesh(meshes[sid])
+            center, scale = normalization(source.vertices)
+            fields.append(direct_field(to_unit_cube(source.vertices, center, scale), source.faces))
+        res = args.path_resolution
+
+        def exact(weights: np.ndarray) -> dict:
+            terms = [(w, fields[k]) for k, w in enumerate(weights) if w]
+            return extract_mesh(lambda p: sum(w * f(p) for w, f in terms), resolution=res, distance_scale=DISTANCE_SCALE)
+
         for a, b in pairs:
-            m = path_metrics(model, index[a], index[b], len(ids), args.path_resolution)
-            own = extract_mesh(model.logit_fn(shape_index=index[a]), resolution=args.path_resolution)["vertices"]
-            m["endpoint_equal"] = bool(np.array_equal(own, m["rows"][0]["vertices"]))
+            m = path_metrics(lambda w: model.extract_mesh(res, weights=w), index[a], index[b], len(ids))
+            reference = path_metrics(exact, index[a], index[b], len(ids))
+            ends = [model.extract_mesh(res, shape_index=index[s])["vertices"] for s in (a, b)]
+            m["endpoint_equal"] = all(np.array_equal(e, m["rows"][k]["vertices"]) for e, k in zip(ends, (0, -1)))
             paths.append((f"{a}->{b}", m))
             print(f"  path {a:>8s} -> {b:<8s} watertight {m['watertight']!s:5s} extra components "
-                  f"{m['extra_components']:+d}  volume jump {m['volume_jump']:.2f}  area jump {m['area_jump']:.2f}"
-                  f"  endpoints = own {m['endpoint_equal']}")
+                  f"{m['extra_components']:+d} (exact fields {reference['extra_components']:+d})  volume jump "
+                  f"{m['volume_jump']:.2f} ({reference['volume_jump']:.2f})  area jump {m['area_jump']:.2f} "
+                  f"({reference['area_jump']:.2f})  endpoints = own {m['endpoint_equal']}", flush=True)
         weights = np.zeros(len(ids))
         weights[index[names[0]]] = weights[index[names[1]]] = 0.5
         start = time.perf_counter()
-        extract_mesh(model.logit_fn(weights=weights), resolution=128)
+        model.extract_mesh(128, weights=weights)
         print(f"  slider move to a new blend at 128³ (no cached grid): {time.perf_counter() - start:.2f} s")
         strip(paths[:6], args.out / f"morph_paths_n{n}.png")
     print(f"\nstrips: {args.out}/morph_paths_n*.png; work folder {work}")

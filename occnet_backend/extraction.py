@@ -28,6 +28,18 @@ LogitFunction = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
 
 BOX_SIZE = 2 * EVAL_BOX  # the unit cube plus the reference implementation's padding of 0.1
 METHODS = ("mise", "dense")
+MORPH_MIN_PART = 0.02
+"""A blend of shapes drops its connected parts smaller than 2% of its largest part's volume: where
+two distance fields nearly cancel, their zero set breaks into specks that neither shape has (even
+the exact fields' blend does: BENCHMARKS.md). A shape's own reconstruction keeps every part."""
+
+
+def min_part_for(weights) -> float:
+    """The `min_part` of an extraction with these weights over the learned shapes (None: one shape):
+    MORPH_MIN_PART for a blend of two or more, else 0."""
+    return MORPH_MIN_PART if weights is not None and np.count_nonzero(np.asarray(weights, dtype=np.float64)) > 1 else 0.0
+
+
 LEVEL_MARGIN = 1e-2  # logits: how far every grid node is kept from the level (see marching_cubes)
 
 
@@ -281,6 +293,31 @@ def marching_cubes(values: np.ndarray, level: float, box_size: float = BOX_SIZE)
     return vertices.astype(np.float32), np.ascontiguousarray(faces[:, ::-1], dtype=np.int64)
 
 
+def drop_small_parts(vertices: np.ndarray, faces: np.ndarray, min_part: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """(vertices, faces, parts dropped) without the connected parts whose enclosed volume is below
+    `min_part` x the largest part's (parts share no vertex: marching cubes welds within a part)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if not min_part or not len(faces):
+        return vertices, faces, 0
+    n = len(vertices)
+    edges = np.concatenate([faces[:, :2], faces[:, 1:]])
+    count, label = connected_components(coo_matrix((np.ones(len(edges), np.int8), tuple(edges.T)), shape=(n, n)),
+                                        directed=False)
+    if count == 1:
+        return vertices, faces, 0
+    tri = vertices[faces].astype(np.float64)
+    volume = np.abs(np.bincount(label[faces[:, 0]], np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) / 6,
+                                minlength=count))
+    keep = volume >= min_part * volume.max()
+    faces = faces[keep[label[faces[:, 0]]]]
+    used = np.unique(faces)
+    remap = np.zeros(n, dtype=faces.dtype)
+    remap[used] = np.arange(len(used), dtype=faces.dtype)
+    return vertices[used], remap[faces], int(count - keep.sum())
+
+
 def extract_mesh(
     logit_fn: LogitFunction,
     resolution: int = DEFAULTS.resolution,
@@ -290,6 +327,7 @@ def extract_mesh(
     box_size: float = BOX_SIZE,
     cache: GridCache | None = None,
     distance_scale: float | None = None,
+    min_part: float = 0.0,
 ) -> dict:
     """Extract the threshold surface of an occupancy function.
 
@@ -301,10 +339,12 @@ def extract_mesh(
         resolution0: coarse grid of MISE.
         cache: a `GridCache` to reuse evaluations across calls on the same function (sliders).
         distance_scale: for distance-like logits (see `mise_grid`), None for others.
+        min_part: drop parts smaller than this fraction of the largest (`drop_small_parts`; a
+            blend of shapes uses MORPH_MIN_PART), 0 keeps all.
 
     Returns:
         {'vertices': float32 [V, 3], 'faces': int64 [F, 3], 'stats': {'evaluations', 'seconds',
-        'method', 'resolution', 'threshold'}} in the coordinates the function takes.
+        'method', 'resolution', 'threshold', 'parts_dropped'}} in the coordinates the function takes.
     """
     level = threshold_to_logit(threshold)
     check_resolution(resolution, method, resolution0)
@@ -315,6 +355,7 @@ def extract_mesh(
     else:
         values = mise_grid(evaluate, resolution, level, resolution0, box_size, cache, distance_scale)
     vertices, faces = marching_cubes(values, level, box_size)
+    vertices, faces, dropped = drop_small_parts(vertices, faces, min_part)
     return {
         "vertices": vertices,
         "faces": faces,
@@ -324,5 +365,6 @@ def extract_mesh(
             "method": method,
             "resolution": resolution,
             "threshold": float(threshold),
+            "parts_dropped": dropped,
         },
     }

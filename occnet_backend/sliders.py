@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from occnet_backend.events import EventWriter
-from occnet_backend.extraction import METHODS, GridCache, extract_mesh
+from occnet_backend.extraction import METHODS, GridCache, extract_mesh, min_part_for
 from occnet_contract.ply import write_ply
 from occnet_contract.protocol import encode_response
 from occnet_contract.settings import FitSettings, check_resolution
@@ -146,6 +146,7 @@ class SliderServer:
             method=method,
             cache=self._cache(weights),
             distance_scale=self.model.distance_scale,
+            min_part=min_part_for(weights),
         )
         center = weights @ self.model.centers
         scale = float(weights @ self.model.scales)

@@ -68,9 +68,9 @@ class FitSettings:
     device: str = setting("auto", "auto (a GPU when there is one) | cpu | cuda[:N]")
     amp: str = setting("auto", "mixed precision: auto = fp16 on a GPU, bf16 on a CPU with native bf16 "
                        "(half the time, same quality), else off", choices=AMP_MODES, label="Precision")
-    encoding: str = setting("auto", "input encoding: auto = grid for one shape, fourier for several | grid (learned "
-                            "multi-resolution features: a close fit in seconds) | fourier (random Fourier features: "
-                            "a smooth shape-code space for the sliders)", choices=ENCODINGS)
+    encoding: str = setting("auto", "input encoding: auto = grid | grid (learned multi-resolution features: a "
+                            "close fit in seconds; a blend of shapes blends their distance fields) | fourier (random "
+                            "Fourier features, the earlier network; a blend blends the shapes' codes)", choices=ENCODINGS)
     width: int = setting(128, "hidden units per layer of the Fourier network (a grid's decoder is 64 x 1)",
                          minimum=8, maximum=1024)
     depth: int = setting(5, "residual blocks of the Fourier network", minimum=1, maximum=16)

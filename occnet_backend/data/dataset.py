@@ -239,6 +239,7 @@ class OccupancyDataset(Dataset):
         if self.soft_targets:
             sdf = np.concatenate([s["near_sdf"][near_idx], s["uniform_sdf"][uni_idx]])
             item["target"] = torch.sigmoid(torch.from_numpy(-sdf / self.soft_targets)).unsqueeze(1)
+            item["sdf"] = torch.from_numpy(sdf.astype(np.float32)).unsqueeze(1)
         return item
 
     def holdout(self, index: int) -> dict:

@@ -36,6 +36,9 @@ DEFAULTS = FitSettings()
 
 ENCODERS = ("pointnet",)
 ENCODINGS = ("fourier", "grid")
+DISTANCE_WEIGHT = 1.0
+"""Weight of `distance_loss` (unit-cube distance): at 1 the 4-shape model stays within 0.01 IoU of
+single fits while its blends lose most specks; at 10 it trails them by up to 0.01 more (BENCHMARKS.md)."""
 GRID_LR_FACTOR = 10.0
 """A grid network learns at 10x the rate a Fourier network does (1e-2 at fit's default 1e-3, as
 Instant-NGP trains): at 1e-3 a fit of 20 steps is still empty (BENCHMARKS.md)."""
@@ -210,16 +213,29 @@ class OccupancyNetwork(nn.Module):
     def blend_codes(self, weights: Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
         """Σ wᵢ·codeᵢ over the learned codes, weights normalised to sum to 1 -> code [C].
 
-        A one-hot weight gives a training shape back exactly; anything between morphs.
+        A one-hot weight gives a training shape back exactly; anything between is a point of the
+        code space (what `weights=` means for a model that does not `blend_fields`).
         """
         codes = self.learned_codes()
+        return self._blend_weights(weights).to(codes.dtype).to(codes.device) @ codes
+
+    def _blend_weights(self, weights: Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Weights over the learned shapes, validated and normalised to sum to 1 (float64)."""
         w = torch.as_tensor(np.asarray(weights, dtype=np.float64), dtype=torch.float64).reshape(-1)
-        if w.numel() != len(codes) or not torch.isfinite(w).all():
-            raise ValueError(f"weights must be {len(codes)} finite numbers (one per learned shape), got {list(np.asarray(weights).reshape(-1))}")
+        if w.numel() != self.num_shapes or not torch.isfinite(w).all():
+            raise ValueError(f"weights must be {self.num_shapes} finite numbers (one per learned shape), got {list(np.asarray(weights).reshape(-1))}")
         if abs(float(w.sum())) < 1e-12:
             raise ValueError("weights must not sum to 0 (they are normalised to sum to 1)")
-        w = (w / w.sum()).to(codes.dtype).to(codes.device)
-        return w @ codes
+        return w / w.sum()
+
+    @property
+    def blends_fields(self) -> bool:
+        """Whether `weights=` blends this model's shapes by their fields, Σ wᵢ·f(x, codeᵢ), rather
+        than by their codes. A model whose logits are signed distances (`distance_scale`, trained
+        with `distance_loss`) does: a blend of distances is a morph whose surface moves smoothly
+        from one shape to the other, where a blend of codes asks the decoder for codes it never
+        trained on (floating parts and spikes: bench/morph.py, BENCHMARKS.md)."""
+        return self.codes is not None and self.distance_scale is not None
 
     def condition_for_batch(self, batch: dict) -> torch.Tensor | None:
         """Codes [B, C] for a training batch: table rows for 'shape_index', else the encoder's; None
@@ -277,6 +293,16 @@ class OccupancyNetwork(nn.Module):
         codes = self.codes(torch.as_tensor(batch["shape_index"], device=self._device()).long().reshape(-1))
         return self.code_regularization * codes.pow(2).sum(-1).mean()
 
+    def distance_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        """DISTANCE_WEIGHT·mean|scale·logit + sdf| for a model that `blends_fields`, when the batch
+        carries the signed distance ('sdf'), else 0. The soft targets' loss alone leaves logits
+        arbitrary beyond a few `distance_scale` from the surface (its gradient vanishes there), and a
+        blend of two shapes' fields puts its surface exactly there."""
+        if not self.blends_fields or "sdf" not in batch:
+            return logits.new_zeros(())
+        sdf = batch["sdf"].reshape(logits.shape).to(logits.dtype)
+        return DISTANCE_WEIGHT * (logits * self.distance_scale + sdf).abs().mean()
+
     def parameter_groups(self, lr: float) -> list[dict]:
         """The optimizer's parameter groups: a grid network learns at GRID_LR_FACTOR x `lr`, its
         feature table with Adam's eps at 1e-15 (its gradients are tiny and sparse)."""
@@ -327,15 +353,37 @@ class OccupancyNetwork(nn.Module):
             raise ValueError(f"condition must be one code of shape [{self.dim_condition}], got {tuple(code.shape)}")
         return code
 
+    def _resolve_terms(self, condition: Any = None, weights: Any = None,
+                       shape_index: int | None = None) -> list[tuple[float, torch.Tensor]] | None:
+        """The shape as (weight, code) terms whose logits add up: one term with weight 1, or for a
+        field blend (`blends_fields`) one per shape of non-zero weight; None for an unconditioned
+        network."""
+        code = self._resolve_condition(condition, weights, shape_index)
+        if code is None:
+            return None
+        if weights is None or not self.blends_fields:
+            return [(1.0, code.detach().clone())]
+        codes = self.learned_codes()
+        return [(float(w), codes[i].clone()) for i, w in enumerate(self._blend_weights(weights).tolist()) if w != 0]
+
+    def _blended_logits(self, points: torch.Tensor, terms: list[tuple[float, torch.Tensor]] | None) -> torch.Tensor:
+        """Logits [N] of points [N, 3] for the resolved terms; the encoding is computed once."""
+        if terms is None:
+            return self(points)
+        if len(terms) == 1 and terms[0][0] == 1.0:  # a shape of its own: exactly what its index gives
+            return self(points, condition=terms[0][1])
+        encoded = self.encoding(points.reshape(1, -1, self.dim_input))
+        return sum(w * self.decoder(encoded, code.to(encoded.dtype).reshape(1, -1)).reshape(-1) for w, code in terms)
+
     @torch.no_grad()
     def predict_logits(self, points: torch.Tensor | Any, condition: Any = None, chunk_size: int | None = None,
                        weights: Any = None, shape_index: int | None = None) -> torch.Tensor:
         """Logits of one shape for any number of points in chunks of `chunk_size` (bounded
         memory), as float32 on the CPU. The shape is `condition` (a code [C]), `weights` over the
-        learned codes, or `shape_index` (nothing for an unconditioned network). Runs in eval mode
-        (deterministic with dropout and batch norm) and restores the mode."""
-        code = self._resolve_condition(condition, weights, shape_index)
-        code = code.to(self._device()).detach() if code is not None else None
+        learned shapes (see `blends_fields`), or `shape_index` (nothing for an unconditioned
+        network). Runs in eval mode (deterministic with dropout and batch norm) and restores the mode."""
+        terms = self._resolve_terms(condition, weights, shape_index)
+        terms = [(w, code.to(self._device())) for w, code in terms] if terms is not None else None
         param = self.decoder.fc_out.weight
         flat, lead = _flatten_points(torch.as_tensor(points, dtype=torch.float32), self.dim_input)
         chunk_size = int(chunk_size or self.chunk_size)
@@ -347,7 +395,7 @@ class OccupancyNetwork(nn.Module):
             out = torch.empty(len(flat), dtype=torch.float32)
             for start in range(0, len(flat), chunk_size):
                 chunk = flat[start : start + chunk_size].to(param.device, param.dtype)
-                out[start : start + chunk_size] = self(chunk, condition=code).float().cpu()
+                out[start : start + chunk_size] = self._blended_logits(chunk, terms).float().cpu()
         finally:
             self.train(was_training)
         return out.reshape(lead)
@@ -359,11 +407,10 @@ class OccupancyNetwork(nn.Module):
     def logit_fn(self, condition: Any = None, weights: Any = None, shape_index: int | None = None,
                  chunk_size: int | None = None) -> Callable:
         """points [N, 3] -> logits [N] of one fixed shape: what `extraction.extract_mesh` takes."""
-        code = self._resolve_condition(condition, weights, shape_index)
-        code = code.detach().clone() if code is not None else None
-        if code is None:
-            return lambda pts: self.predict_logits(pts, chunk_size=chunk_size)
-        return lambda pts: self.predict_logits(pts, condition=code, chunk_size=chunk_size)
+        self._resolve_terms(condition, weights, shape_index)  # a bad shape fails here, not at the first call
+        fixed = {key: (value.detach().clone() if torch.is_tensor(value) else np.array(value, dtype=np.float64))
+                 for key, value in (("condition", condition), ("weights", weights)) if value is not None}
+        return lambda pts: self.predict_logits(pts, chunk_size=chunk_size, shape_index=shape_index, **fixed)
 
     def extract_mesh(self, resolution: int = DEFAULTS.resolution, threshold: float = DEFAULTS.threshold, condition: Any = None, weights: Any = None,
                      shape_index: int | None = None, method: str = "mise", **kwargs: Any) -> dict:
@@ -372,10 +419,11 @@ class OccupancyNetwork(nn.Module):
 
         See `occnet_backend.extraction.extract_mesh` for the other arguments and the result.
         """
-        from occnet_backend.extraction import extract_mesh
+        from occnet_backend.extraction import extract_mesh, min_part_for
 
         fn = self.logit_fn(condition, weights, shape_index, chunk_size=kwargs.pop("chunk_size", None))
         kwargs.setdefault("distance_scale", self.distance_scale)
+        kwargs.setdefault("min_part", min_part_for(weights))
         return extract_mesh(fn, resolution=resolution, threshold=threshold, method=method, **kwargs)
 
     def interpolate(self, start: Any, end: Any, steps: int = 5, **kwargs: Any) -> list[dict]:
@@ -423,21 +471,31 @@ def _as_code(model: OccupancyNetwork, value: Any) -> torch.Tensor:
 
 def interpolate_shapes(model: OccupancyNetwork, start: Any, end: Any, steps: int = 5, resolution: int = 64,
                        threshold: float = 0.5, method: str = "mise", **kwargs: Any) -> list[dict]:
-    """Meshes along the straight line between two codes, `steps` of them including both ends.
+    """Meshes along the straight line between two shapes, `steps` of them including both ends.
 
-    `start` and `end` are codes [C] or indices into the learned code table. Returns one
-    `extract_mesh` result per step, with ``'t'`` (0 → 1) and ``'code'`` (a CPU tensor) added.
-    A morph between shapes of different topology is what shape keys cannot do.
+    `start` and `end` are codes [C] or indices into the learned code table. Between two indices of
+    a model that `blends_fields`, the line runs through the shapes' blended fields (``'weights'``
+    added to each result); otherwise through their codes (``'code'``, a CPU tensor, added). Each
+    result is `extract_mesh`'s, with ``'t'`` (0 → 1). A morph between shapes of different topology
+    is what shape keys cannot do.
     """
     if not model.conditional:
         raise ValueError("interpolation needs a conditioned network (dim_condition > 0): one shape has nothing to morph to")
     if steps < 2:
         raise ValueError(f"steps must be >= 2 (both ends are included), got {steps}")
+    by_field = model.blends_fields and all(isinstance(x, (int, np.integer)) for x in (start, end))
     a, b = _as_code(model, start), _as_code(model, end)
     out = []
     for t in np.linspace(0.0, 1.0, steps):
-        code = (1 - float(t)) * a + float(t) * b
-        mesh = model.extract_mesh(resolution, threshold, condition=code, method=method, **kwargs)
-        mesh.update(t=float(t), code=code.detach().cpu())
+        if by_field:
+            weights = np.zeros(model.num_shapes)
+            weights[int(start)] += 1 - float(t)
+            weights[int(end)] += float(t)
+            mesh = model.extract_mesh(resolution, threshold, weights=weights, method=method, **kwargs)
+            mesh.update(t=float(t), weights=weights)
+        else:
+            code = (1 - float(t)) * a + float(t) * b
+            mesh = model.extract_mesh(resolution, threshold, condition=code, method=method, **kwargs)
+            mesh.update(t=float(t), code=code.detach().cpu())
         out.append(mesh)
     return out

@@ -260,7 +260,8 @@ class OccupancyTrainer:
                 logits = self._module(batch)
             logits = logits.float()
             target = batch.get("target", batch["occupancy"]).reshape(logits.shape).to(logits.dtype)
-            loss = loss_function(self.model)(logits, target) + self.model.regularization_loss(batch)
+            loss = (loss_function(self.model)(logits, target) + self.model.regularization_loss(batch)
+                    + self.model.distance_loss(logits, batch))
             self.scaler.scale(loss * scale).backward()
         with torch.no_grad():
             pred, true = logits >= 0, target > 0.5

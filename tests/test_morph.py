@@ -1,0 +1,84 @@
+"""Several shapes in one model: each close to its source, and blends between them that stay clean.
+
+A model fitted on several meshes shares one feature grid; its logits are kept a signed distance
+everywhere (`distance_loss`), so a blend of shapes is the blend of their distance fields, and a
+blend drops the specks where two fields nearly cancel (`extraction.drop_small_parts`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from occnet_backend.data.labels import signed_distance
+from occnet_backend.data.meshes import load_mesh, normalization, to_unit_cube
+from occnet_backend.extraction import MORPH_MIN_PART, drop_small_parts, extract_mesh, min_part_for
+from occnet_backend.metrics import evaluate_mesh
+from occnet_contract.settings import FitSettings
+from test_grid_fit import independent_truth, parts, pyvista_mesh
+
+
+def box(center, size) -> trimesh.Trimesh:
+    return trimesh.creation.box([size] * 3, trimesh.transformations.translation_matrix(center))
+
+
+def test_small_parts_are_dropped_relative_to_the_largest():
+    big, speck = box([0, 0, 0], 0.4), box([0.4, 0, 0], 0.05)  # the speck: 0.2% of the big part's volume
+    mesh = trimesh.util.concatenate([big, speck])
+    v, f = mesh.vertices.astype(np.float32), mesh.faces.astype(np.int64)
+    kept_v, kept_f, dropped = drop_small_parts(v, f, MORPH_MIN_PART)
+    assert dropped == 1 and len(kept_f) == len(big.faces) and len(kept_v) == len(big.vertices)
+    assert trimesh.Trimesh(kept_v, kept_f).volume == pytest.approx(big.volume)
+    assert drop_small_parts(v, f, 0.0)[2] == 0 and drop_small_parts(v, f, 0.001)[2] == 0
+    assert min_part_for(None) == min_part_for([0, 1, 0]) == 0.0 and min_part_for([0.5, 0.5, 0]) == MORPH_MIN_PART
+
+
+@pytest.fixture(scope="module")
+def two_shapes(tmp_path_factory):
+    """The pyvista nut (a hole through it) and sphere fitted together at fit's defaults."""
+    from occnet_backend.fitting import fit_meshes, load_fit_checkpoint
+
+    out = tmp_path_factory.mktemp("morph")
+    result = fit_meshes([pyvista_mesh("nut"), pyvista_mesh("sphere")], out / "fit", FitSettings(resolution=64))
+    model, payload = load_fit_checkpoint(result.checkpoint)
+    return result, model, payload
+
+
+@pytest.mark.slow
+def test_each_shape_of_a_two_shape_model_is_close_to_its_source(two_shapes):
+    result, model, payload = two_shapes
+    assert result.status == "ok" and result.metrics["timings"]["converged"]
+    assert model.blends_fields and model.config["encoding"] == "grid"
+    for index, name in enumerate(payload["shape_ids"]):
+        source = load_mesh(pyvista_mesh(name))
+        center, scale = normalization(source.vertices)
+        unit = to_unit_cube(source.vertices, center, scale)
+        mesh = model.extract_mesh(64, shape_index=index)
+        metrics = evaluate_mesh(mesh["vertices"], mesh["faces"], **independent_truth(unit, source.faces))
+        assert metrics["watertight"] and metrics["iou"] > 0.96, (name, metrics["iou"])
+        # the logits are a signed distance far from the surface too, which is what blends add up
+        points = np.random.default_rng(index).uniform(-0.55, 0.55, (5000, 3)).astype(np.float32)
+        learned = -model.predict_logits(points, shape_index=index).numpy() * model.distance_scale
+        assert np.median(np.abs(learned - signed_distance(unit, source.faces, points))) < 0.01
+
+
+@pytest.mark.slow
+def test_a_half_way_blend_is_closed_clean_and_the_ends_are_the_shapes(two_shapes):
+    _, model, payload = two_shapes
+    own = [model.extract_mesh(64, shape_index=i) for i in range(2)]
+    path = model.interpolate(0, 1, steps=3, resolution=64)
+    for end, k in zip(own, (0, -1)):
+        np.testing.assert_array_equal(path[k]["vertices"], end["vertices"])
+        np.testing.assert_array_equal(path[k]["faces"], end["faces"])
+    half = path[1]
+    np.testing.assert_array_equal(half["weights"], [0.5, 0.5])
+    mesh = trimesh.Trimesh(half["vertices"], half["faces"], process=False)
+    assert mesh.is_watertight and mesh.volume > 0
+    assert parts(half["vertices"], half["faces"]) <= max(parts(e["vertices"], e["faces"]) for e in own)
+    volumes = [trimesh.Trimesh(m["vertices"], m["faces"]).volume for m in (own[0], half, own[1])]
+    assert min(volumes[0], volumes[2]) < volumes[1] < max(volumes[0], volumes[2]), volumes
+    # the blend is the blend of the fields, exactly
+    points = torch.rand(2000, 3) - 0.5
+    torch.testing.assert_close(model.predict_logits(points, weights=[1, 1]),
+                               0.5 * (model.predict_logits(points, shape_index=0) + model.predict_logits(points, shape_index=1)))
