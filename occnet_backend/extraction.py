@@ -211,8 +211,54 @@ def _cell_corners(cells: np.ndarray) -> np.ndarray:
     return nodes
 
 
+class CachedField:
+    """A logit function evaluated at grid nodes, each node once when it has a `GridCache`."""
+
+    def __init__(self, fn: LogitFunction, cache: GridCache | None = None):
+        self.evaluate = _Evaluator(fn)
+        self.cache = cache
+
+    @property
+    def count(self) -> int:
+        return self.evaluate.count
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        return self.evaluate(points)
+
+    def nodes(self, resolution: int, mask: np.ndarray, box_size: float) -> np.ndarray:
+        """Values at the nodes of `mask` [(r+1)³] (in `np.argwhere` order)."""
+        if self.cache is None:
+            return self.evaluate(_index_to_points(np.argwhere(mask), resolution, box_size))
+        values, known = self.cache.level(resolution)
+        need = mask & ~known
+        values[need] = self.evaluate(_index_to_points(np.argwhere(need), resolution, box_size))
+        known |= need
+        return values[mask]
+
+
+class FieldBlend:
+    """Σ wᵢ·fᵢ over cached fields: the blend of shapes whose logits are distances (a model that
+    `blends_fields`). Each shape keeps its own cache, so a node evaluated for one blend serves every
+    other blend and the shape itself: a slider move costs only the nodes its new surface adds."""
+
+    def __init__(self, terms: list[tuple[float, CachedField]]):
+        if not terms:
+            raise ValueError("a blend needs at least one shape of non-zero weight")
+        self.terms = terms
+
+    @property
+    def count(self) -> int:
+        return sum(field.count for _, field in self.terms)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        return sum(w * field(points) for w, field in self.terms)
+
+    def nodes(self, resolution: int, mask: np.ndarray, box_size: float) -> np.ndarray:
+        return sum(w * field.nodes(resolution, mask, box_size) for w, field in self.terms)
+
+
 def mise_grid(
-    evaluate: LogitFunction,
+    evaluate: "LogitFunction | CachedField | FieldBlend",
     resolution: int,
     level: float,
     resolution0: int = 32,
@@ -227,8 +273,10 @@ def mise_grid(
     lies closer to the surface than the cell's diagonal, which catches parts thinner than a coarse
     cell that plain MISE, seeing no sign change, leaves out (thin walls, blades, fine teeth).
     """
+    field = evaluate if isinstance(evaluate, (CachedField, FieldBlend)) else CachedField(evaluate, cache)
     steps = check_resolution(resolution, "mise", resolution0)
-    values = dense_grid(evaluate, resolution0, box_size, cache)
+    n0 = resolution0 + 1
+    values = field.nodes(resolution0, np.ones((n0, n0, n0), dtype=bool), box_size).reshape(n0, n0, n0)
     known = np.ones(values.shape, dtype=bool)
     r = resolution0
     for _ in range(steps):
@@ -243,18 +291,8 @@ def mise_grid(
         # each coarse active cell becomes 2x2x2 fine cells; evaluate their corners not yet known
         fine_cells = active.repeat(2, 0).repeat(2, 1).repeat(2, 2)
         todo = _cell_corners(fine_cells) & ~known
-        if cache is not None:
-            cached_values, cached_known = cache.level(r)
-            reuse = todo & cached_known
-            values[reuse] = cached_values[reuse]
-            known |= reuse
-            todo &= ~reuse
-        index = np.argwhere(todo)
-        values[todo] = evaluate(_index_to_points(index, r, box_size))
+        values[todo] = field.nodes(r, todo, box_size)
         known |= todo
-        if cache is not None:
-            cached_values[todo] = values[todo]
-            cached_known |= todo
     return values
 
 
@@ -332,7 +370,7 @@ def extract_mesh(
     """Extract the threshold surface of an occupancy function.
 
     Args:
-        logit_fn: float32 points [N, 3] -> logits [N] (numpy or torch).
+        logit_fn: float32 points [N, 3] -> logits [N] (numpy or torch), or a `FieldBlend`.
         resolution: cells per axis of the final grid (MISE: resolution0 · 2^k).
         threshold: occupancy probability of the surface, in (0, 1).
         method: 'mise' (hierarchical, default) or 'dense'.
@@ -348,19 +386,20 @@ def extract_mesh(
     """
     level = threshold_to_logit(threshold)
     check_resolution(resolution, method, resolution0)
-    evaluate = _Evaluator(logit_fn)
+    field = logit_fn if isinstance(logit_fn, FieldBlend) else CachedField(logit_fn, cache)
+    counted = field.count
     start = time.perf_counter()
     if method == "dense":
-        values = dense_grid(evaluate, resolution, box_size, cache)
+        values = dense_grid(field, resolution, box_size, cache if isinstance(field, CachedField) else None)
     else:
-        values = mise_grid(evaluate, resolution, level, resolution0, box_size, cache, distance_scale)
+        values = mise_grid(field, resolution, level, resolution0, box_size, distance_scale=distance_scale)
     vertices, faces = marching_cubes(values, level, box_size)
     vertices, faces, dropped = drop_small_parts(vertices, faces, min_part)
     return {
         "vertices": vertices,
         "faces": faces,
         "stats": {
-            "evaluations": evaluate.count,
+            "evaluations": field.count - counted,
             "seconds": time.perf_counter() - start,
             "method": method,
             "resolution": resolution,

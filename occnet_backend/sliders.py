@@ -2,9 +2,11 @@
 shape)" requests.
 
 Blender's sliders must feel live, so the add-on keeps one `serve` process per result: the model
-stays loaded, and every distinct shape (code or blend weights) keeps a `GridCache`, so a threshold
-change only evaluates the few grid nodes the new surface needs and a resolution change reuses all
-coarser MISE levels.
+stays loaded, and keeps a `GridCache` per learned shape (a model that blends fields: every blend is
+Σ wᵢ·fᵢ of those shapes, so a node evaluated once serves every blend) or per distinct blend (a
+model that blends codes). A threshold change only evaluates the few grid nodes the new surface
+needs, a resolution change reuses all coarser MISE levels, and a morph slider's small step reuses
+most of the previous blend's nodes.
 
 Protocol (``occnet_contract.protocol``; one request per line on stdin, one response per line on
 stdout, after a ``ready`` event):
@@ -33,12 +35,14 @@ import numpy as np
 import torch
 
 from occnet_backend.events import EventWriter
-from occnet_backend.extraction import METHODS, GridCache, extract_mesh, min_part_for
+from occnet_backend.extraction import METHODS, CachedField, FieldBlend, GridCache, extract_mesh, min_part_for
 from occnet_contract.ply import write_ply
 from occnet_contract.protocol import encode_response
 from occnet_contract.settings import FitSettings, check_resolution
 
-MAX_CACHED_SHAPES = 4  # each cache holds up to ~85 MB at 256³
+MAX_CACHED_SHAPES = 4
+"""Blends of a code-blending model kept cached (each up to ~85 MB at 256³). A field-blending model
+keeps one cache per learned shape instead (the add-on fits 2-10)."""
 
 
 class ShapeModel:
@@ -49,6 +53,8 @@ class ShapeModel:
         shape_ids: the learned shapes, in code-table order.
         centers, scales: each shape's normalisation (unit cube -> source coordinates).
         distance_scale: the model's, when its logits are distance-like (see `extraction.mise_grid`).
+        blends_fields: whether a blend's logits are Σ wᵢ·(shape i's logits) (`OccupancyNetwork.
+            blends_fields`), which lets the shapes' caches serve every blend.
     """
 
     def __init__(
@@ -59,9 +65,11 @@ class ShapeModel:
         scales: np.ndarray,
         device: str = "cpu",
         distance_scale: float | None = None,
+        blends_fields: bool = False,
     ):
         self.logit_fn_for = logit_fn_for
         self.distance_scale = distance_scale
+        self.blends_fields = blends_fields
         self.shape_ids = list(shape_ids)
         self.centers = np.asarray(centers, dtype=np.float64).reshape(len(self.shape_ids), 3)
         self.scales = np.asarray(scales, dtype=np.float64).reshape(len(self.shape_ids))
@@ -77,7 +85,8 @@ def load_shape_model(checkpoint: str | Path, device: str = "auto") -> ShapeModel
     device = resolve_device(device)
     model.to(device).eval()
     return ShapeModel(lambda weights: model.logit_fn(weights=weights), payload["shape_ids"], payload["centers"].numpy(), payload["scales"].numpy(),
-                      device=str(device), distance_scale=model.distance_scale)
+                      device=str(device), distance_scale=model.distance_scale,
+                      blends_fields=model.conditional and model.blends_fields)
 
 
 class SliderServer:
@@ -86,6 +95,7 @@ class SliderServer:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.caches: OrderedDict[tuple, GridCache] = OrderedDict()
+        self.shape_fields: dict[int, CachedField] = {}
         self.counter = 0
 
     def _weights(self, request: dict) -> np.ndarray:
@@ -129,6 +139,20 @@ class SliderServer:
                 self.caches.popitem(last=False)
         return self.caches[key]
 
+    def _field(self, weights: np.ndarray) -> tuple[Any, GridCache | None]:
+        """(what extract_mesh evaluates, its cache) for these weights."""
+        if not self.model.blends_fields:
+            return self.model.logit_fn_for(weights), self._cache(weights)
+        terms = []
+        for i, w in enumerate(weights):
+            if w:
+                if i not in self.shape_fields:
+                    one = np.zeros(len(weights))
+                    one[i] = 1.0
+                    self.shape_fields[i] = CachedField(self.model.logit_fn_for(one), GridCache())
+                terms.append((float(w), self.shape_fields[i]))
+        return FieldBlend(terms), None
+
     def extract(self, request: dict) -> dict:
         defaults = FitSettings()
         method = request.get("method", "mise")
@@ -139,12 +163,13 @@ class SliderServer:
         threshold = request.get("threshold", defaults.threshold)
         weights = self._weights(request)
         start = time.perf_counter()
+        field, cache = self._field(weights)
         out = extract_mesh(
-            self.model.logit_fn_for(weights),
+            field,
             resolution=resolution,
             threshold=threshold,
             method=method,
-            cache=self._cache(weights),
+            cache=cache,
             distance_scale=self.model.distance_scale,
             min_part=min_part_for(weights),
         )

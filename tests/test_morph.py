@@ -82,3 +82,22 @@ def test_a_half_way_blend_is_closed_clean_and_the_ends_are_the_shapes(two_shapes
     points = torch.rand(2000, 3) - 0.5
     torch.testing.assert_close(model.predict_logits(points, weights=[1, 1]),
                                0.5 * (model.predict_logits(points, shape_index=0) + model.predict_logits(points, shape_index=1)))
+
+
+@pytest.mark.slow
+def test_serve_reuses_each_shapes_nodes_across_blends(two_shapes, tmp_path):
+    """A morph step in `serve` evaluates only the nodes its new surface adds (each shape keeps its
+    own cache), and gives the mesh a fresh server gives."""
+    from occnet_backend.sliders import SliderServer, load_shape_model
+    from occnet_contract.ply import read_ply
+
+    result, _, _ = two_shapes
+    warm = SliderServer(load_shape_model(result.checkpoint, "cpu"), tmp_path / "warm")
+    warm.extract({"resolution": 64, "weights": [0.5, 0.5]})
+    moved = warm.extract({"resolution": 64, "weights": [0.6, 0.4]})
+    fresh = SliderServer(load_shape_model(result.checkpoint, "cpu"), tmp_path / "fresh")
+    cold = fresh.extract({"resolution": 64, "weights": [0.6, 0.4]})
+    assert moved["stats"]["evaluations"] < cold["stats"]["evaluations"] / 2, (moved["stats"], cold["stats"])
+    (v_warm, f_warm), (v_cold, f_cold) = read_ply(moved["path"]), read_ply(cold["path"])
+    np.testing.assert_array_equal(f_warm, f_cold)
+    np.testing.assert_allclose(v_warm, v_cold, atol=1e-5)
