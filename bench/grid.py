@@ -1,6 +1,7 @@
 """The grid encoding's backward on a CPU: ours (a weighted bincount per feature) vs the ways
 PyTorch offers (autograd of an indexed read, embedding_bag's own backward, index_add_,
-scatter_add_), and one training step of fit's grid network vs fit's Fourier network.
+scatter_add_); its corner indices in int32 vs int64; and one training step of fit's grid network
+vs fit's Fourier network.
 
     .venv/bin/python bench/grid.py
 """
@@ -36,8 +37,9 @@ def main() -> None:
         unit = ((points + grid.box) / (2 * grid.box)).clamp(0, 1)
         cells = grid.cells.view(-1, 1, 1)
         position = unit.unsqueeze(0) * cells
-        lower = torch.minimum(position.floor().long(), cells - 1)
+        lower = torch.minimum(position.floor(), cells - 1)
         frac = position - lower
+        lower = lower.int()
         index = grid.corner_index(torch.stack([lower, lower + 1], -1)).reshape(-1, 8)
         w = torch.stack([1 - frac, frac], -1)
         weights = (w[..., 0, :, None, None] * w[..., 1, None, :, None] * w[..., 2, None, None, :]).reshape(-1, 8)
@@ -90,6 +92,33 @@ def main() -> None:
                      ("backward by scatter_add_", with_backward(scatter_add)),
                      ("autograd of table[index]", autograd_read), ("embedding_bag's own", embedding_bag)):
         print(f"  {name:<28} {seconds(fn) * 1000:7.2f} ms")
+
+    def corner_index_int64(corners):
+        """The corner rows as they were computed before: int64 and the full primes."""
+        nd, mask = grid.num_dense, grid.table_size - 1
+        corners = corners.long()
+        d = corners[:nd] * grid.strides.long().view(nd, 1, 3, 1)
+        h = corners[nd:] * torch.tensor([1, 2654435761, 805459861]).view(1, 1, 3, 1)
+        return torch.cat([d[..., 0, :, None, None] + d[..., 1, None, :, None] + d[..., 2, None, None, :],
+                          (h[..., 0, :, None, None] ^ h[..., 1, None, :, None] ^ h[..., 2, None, None, :]) & mask]
+                         ).reshape(grid.levels, -1, 8) + grid.offsets.long().view(-1, 1, 1)
+
+    def encoding_int64(x):
+        """The encoding's forward as it was, with int64 corner rows."""
+        position = ((x + grid.box) / (2 * grid.box)).clamp(0, 1).unsqueeze(0) * cells
+        low = torch.minimum(position.floor().long(), cells - 1)
+        f = position - low
+        rows_of = corner_index_int64(torch.stack([low, low + 1], -1)).reshape(-1, 8)
+        ww = torch.stack([1 - f, f], -1)
+        wt = (ww[..., 0, :, None, None] * ww[..., 1, None, :, None] * ww[..., 2, None, None, :]).reshape(-1, 8)
+        feats = F.embedding_bag(rows_of, grid.table, per_sample_weights=wt, mode="sum")
+        return torch.cat([x, feats.reshape(grid.levels, -1, grid.features).permute(1, 0, 2).reshape(len(x), -1)], -1)
+
+    with torch.no_grad():
+        assert torch.equal(encoding_int64(points), grid(points))
+        print("the encoding's forward, 8192 points (inference):")
+        print(f"  {'ours: int32 rows':<28} {seconds(lambda: grid(points), 50) * 1000:7.2f} ms")
+        print(f"  {'int64 rows, full primes':<28} {seconds(lambda: encoding_int64(points), 50) * 1000:7.2f} ms")
 
     print("one training step, 8192 points, fp32 (forward, BCE, backward, Adam):")
     for name, model in (("grid, decoder 64 x 1", OccupancyNetwork(encoding="grid", **GRID_DECODER)),

@@ -5,7 +5,8 @@ a residual decoder, and, for several shapes, where their codes come from:
 
 - a **per-shape code table** (auto-decoder, as in DeepSDF): shape i of the training set owns a
   learned row of `codes`; a batch that carries ``'shape_index'`` uses those rows. This is what the
-  Blender add-on fits for 2–10 selected meshes, and what the shape-code sliders blend;
+  Blender add-on fits for 2–10 selected meshes, on a shared feature grid whose logits are kept a
+  signed distance, so the shape sliders blend the shapes' fields (`blends_fields`);
 - a **PointNet encoder** (the paper's ONet): ``encode_shape(points, occupancy)`` turns labelled
   points of a shape into its code, so unseen shapes get a code without any optimisation.
 
@@ -214,7 +215,7 @@ class OccupancyNetwork(nn.Module):
         """Σ wᵢ·codeᵢ over the learned codes, weights normalised to sum to 1 -> code [C].
 
         A one-hot weight gives a training shape back exactly; anything between is a point of the
-        code space (what `weights=` means for a model that does not `blend_fields`).
+        code space (what `weights=` means for a model that does not `blends_fields`).
         """
         codes = self.learned_codes()
         return self._blend_weights(weights).to(codes.dtype).to(codes.device) @ codes
