@@ -258,6 +258,56 @@ def s_live_threshold_and_resolution():
     log(f"sliders: faces {faces0} -> {faces1} (threshold 0.3) -> {faces2} (32³)")
 
 
+def _closed(ob) -> bool:
+    """Every edge of the object's mesh has exactly two faces (a closed surface)."""
+    import bmesh
+
+    bm = bmesh.new()
+    try:
+        bm.from_mesh(ob.data)
+        return len(bm.faces) > 0 and all(len(e.link_faces) == 2 for e in bm.edges)
+    finally:
+        bm.free()
+
+
+def s_two_shapes_and_morph():
+    """Two selected objects train one model; the result's morph slider, moved as a user moves it,
+    gives a closed half-way surface, and the next step of the slider reuses the shapes' cached
+    grid nodes in the slider server (fewer evaluations than the first blend)."""
+    jobs, sliders = mod("blender.jobs"), mod("blender.sliders")
+    with bpy.context.temp_override(**rb.override()):
+        bpy.ops.mesh.primitive_torus_add(location=(-3.0, 0.0, 0.0))
+        torus = bpy.context.active_object
+        bpy.ops.mesh.primitive_cone_add(location=(-3.0, 3.0, 0.0))
+        cone = bpy.context.active_object
+    select_only(torus, cone)
+    apply_settings(TRAIN)
+    yield 0.5
+    check(invoke_reconstruct() == {"RUNNING_MODAL"}, "Reconstruct of two objects did not start modally")
+    yield until(lambda: jobs.active_job() is None, 300, "the two-shape reconstruction to end")
+    check(not status().is_error, f"the two-shape run failed: {status().message}")
+    result = bpy.data.objects.get("Torus OccNet")
+    check(result is not None and bpy.data.objects.get("Cone OccNet") is not None, "no 'Torus OccNet' and 'Cone OccNet'")
+    select_only(result)
+    live = sliders.ensure_live(result)
+    check(len(live.weights) == 2 and live.morph_a == "Torus" and live.morph_b == "Cone",
+          f"the morph is not Torus -> Cone: {[w.name for w in live.weights]}, {live.morph_a} -> {live.morph_b}")
+    evaluations = []
+    for t in (0.5, 0.6):
+        live.morph = t  # an RNA set, as the slider does
+        yield until(lambda: sliders.status(result).state == "ok" and abs(live.weights["Cone"].value - t) < 1e-6
+                    and sliders.status(result).stats.get("evaluations") is not None, 120, f"the morph update to {t}")
+        yield 0.3
+        check(_closed(result), f"the surface at morph {t} is not closed")
+        evaluations.append(sliders.status(result).stats["evaluations"])
+        if t == 0.5:
+            shot("morph_half_way")
+            check(sliders.blend_description(result), "the panel does not say the object shows a blend")
+    check(evaluations[1] < evaluations[0], f"the morph step did not reuse the cached nodes: {evaluations}")
+    REPORT["morph_evaluations"] = evaluations
+    log(f"morph: evaluations {evaluations}, {sliders.status(result).message}")
+
+
 def _start_then(stop, name: str):
     """Starts a run on Suzanne, waits for training, calls stop(), checks a clean cancel."""
     jobs = mod("blender.jobs")
@@ -470,7 +520,8 @@ def s_install_backend():
 
 
 SESSIONS = {
-    "main": [s_check_backend, s_reconstruct_by_click, s_live_threshold_and_resolution, s_escape_cancels,
+    "main": [s_check_backend, s_reconstruct_by_click, s_live_threshold_and_resolution, s_two_shapes_and_morph,
+             s_escape_cancels,
              s_cancel_button, s_failure_in_invoke, s_failure_in_poll, s_failure_in_finish, s_failure_in_import,
              s_install_backend, s_save_and_quit],
     "reopen": [s_reopen_and_slide],
