@@ -123,15 +123,42 @@ def test_internal_faces_of_overlapping_parts_are_not_the_surface():
     assert signed_distance(v, f, point, boundary=np.ones(len(f), bool))[0] == pytest.approx(0.0, abs=1e-9)
 
 
-def test_early_stopping_waits_for_patience_and_min_steps():
+def test_early_stopping_waits_for_patience_and_min_steps_then_anneals():
     scores = iter([0.5, 0.8, 0.9, 0.9002, 0.9001, 0.9003, 0.95, 0.95, 0.95, 0.95])
-    stop = HeldOutIoU(lambda: next(scores), every=10, patience=3, min_delta=5e-4, min_steps=40)
+    stop = HeldOutIoU(lambda: next(scores), every=10, patience=3, min_delta=5e-4, min_steps=40, anneal_steps=0)
     first = next(s for s in range(1, 101) if stop.converged(s))
     # 0.9 at step 30, then three checks without a 5e-4 rise: stopped at step 60
     assert first == 60 and stop.best == pytest.approx(0.9003)
     assert [s for s, _ in stop.history][:6] == [10, 20, 30, 40, 50, 60]
-    early = HeldOutIoU(lambda: 0.9, every=1, patience=1, min_steps=5)
+    early = HeldOutIoU(lambda: 0.9, every=1, patience=1, min_steps=5, anneal_steps=0)
     assert [s for s in range(1, 10) if early.converged(s)][0] == 5
+    annealed = HeldOutIoU(lambda: 0.9, every=1, patience=1, min_steps=5, anneal_steps=7, anneal_factor=0.25)
+    factors = []
+    for step in range(1, 30):
+        done = annealed.converged(step)
+        factors.append(annealed.lr_factor)
+        if done:
+            break
+    assert step == 12 and factors[:4] == [1.0] * 4 and set(factors[4:]) == {0.25}, (step, factors)
+    assert len(annealed.history) == 5, "no held-out evaluations while annealing"
+    with pytest.raises(ValueError, match="anneal_factor"):
+        HeldOutIoU(lambda: 0.9, anneal_factor=0)
+
+
+def test_the_trainer_anneals_the_learning_rate_once_the_surface_stalls():
+    from torch.utils.data import DataLoader
+
+    from occnet_backend import OccupancyTrainer, SyntheticOccupancyDataset
+
+    torch.manual_seed(0)
+    data = SyntheticOccupancyDataset(num_samples=1, shapes=["sphere"], num_points=256, seed=1)
+    model = OccupancyNetwork(dim_hidden=16, num_layers=1, encoding="grid")
+    trainer = OccupancyTrainer(model, DataLoader(data, batch_size=1), device="cpu", lr=1e-3, progress_bar=False,
+                               early_stopping=HeldOutIoU(lambda: 0.5, every=5, patience=1, min_steps=10, anneal_steps=4))
+    history = trainer.train(max_steps=100)
+    assert trainer.converged and trainer.step == 14
+    rates = [record["lr"] for record in history]
+    assert rates[:10] == [pytest.approx(1e-2)] * 10 and rates[10:] == [pytest.approx(1e-3)] * 4, rates
 
 
 def test_dataset_soft_targets_and_held_out_points(tmp_path):

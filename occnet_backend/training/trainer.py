@@ -288,9 +288,16 @@ class OccupancyTrainer:
         self.history.append(record)
         self.run_log.step(record, points, compute_seconds, total)
         stop = self._agreed_stop()
-        if self.early_stopping is not None and not stop and self.early_stopping.converged(self.step):
-            self.converged = True
-            log.info("converged after %d steps: held-out IoU %.4f", self.step, self.early_stopping.best)
+        if self.early_stopping is not None and not stop:
+            self.converged = self.early_stopping.converged(self.step)
+            if self.early_stopping.lr_factor != self.schedule.factor:  # the anneal starts: from the next step on
+                self.schedule.factor = self.early_stopping.lr_factor
+                for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+                    group["lr"] = base * self.schedule(self.scheduler.last_epoch)
+                log.info("held-out IoU stalled at %.4f after %d steps: %d steps at %g x the learning rate",
+                         self.early_stopping.best, self.step, self.early_stopping.anneal_steps, self.schedule.factor)
+            if self.converged:
+                log.info("converged after %d steps: held-out IoU %.4f", self.step, self.early_stopping.best)
         if self.val_dataloader is not None and self.val_every is not None and self.step % self.val_every == 0:
             self._run_validation(record)
         if (self.checkpoint_dir is not None and self.checkpoint_every is not None
