@@ -84,9 +84,10 @@ class _EtaAfterTraining:
 
 
 def resolve_encoding(encoding: str) -> str:
-    """'auto' -> 'grid': within 0.01 IoU of the Fourier network's ceiling in a third of its time for
-    one shape, and for several shapes within 0.01 of their single fits with morphs that stay clean
-    (bench/quality.py, bench/morph.py)."""
+    """'auto' -> 'grid' for any number of shapes: one shape lands within 0.003 IoU (median) of its
+    direct field in a third of the Fourier network's time, 2-4 shapes within 0.005 of their single
+    fits, with blends of their distance fields (0-4 extra parts on a path where code blends of the
+    Fourier network had up to 18: bench/quality.py, bench/morph.py)."""
     return "grid" if encoding == "auto" else encoding
 
 
