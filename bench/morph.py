@@ -140,7 +140,7 @@ def main() -> None:
 
     from occnet_backend.data.meshes import load_mesh, normalization, to_unit_cube
     from occnet_backend.direct_field import DISTANCE_SCALE, direct_field
-    from occnet_backend.extraction import extract_mesh
+    from occnet_backend.extraction import CachedField, FieldBlend, extract_mesh
     from occnet_backend.fitting import fit_meshes, load_fit_checkpoint
     from occnet_backend.sliders import SliderServer, load_shape_model
     from occnet_contract.settings import FitSettings
@@ -188,8 +188,8 @@ def main() -> None:
         res = args.path_resolution
 
         def exact(weights: np.ndarray) -> dict:
-            terms = [(w, fields[k]) for k, w in enumerate(weights) if w]
-            return extract_mesh(lambda p: sum(w * f(p) for w, f in terms), resolution=res, distance_scale=DISTANCE_SCALE)
+            blend = FieldBlend([(w, CachedField(fields[k])) for k, w in enumerate(weights) if w])
+            return extract_mesh(blend, resolution=res, distance_scale=DISTANCE_SCALE)
 
         for a, b in pairs:
             m = path_metrics(lambda w: model.extract_mesh(res, weights=w), index[a], index[b], len(ids))

@@ -32,15 +32,13 @@ MORPH_MIN_PART = 0.02
 """A blend of shapes drops its connected parts smaller than 2% of its largest part's volume: where
 two distance fields nearly cancel, their zero set breaks into specks that neither shape has (even
 the exact fields' blend does: BENCHMARKS.md). A shape's own reconstruction keeps every part."""
+LEVEL_MARGIN = 1e-2  # logits: how far every grid node is kept from the level (see marching_cubes)
 
 
 def min_part_for(weights) -> float:
     """The `min_part` of an extraction with these weights over the learned shapes (None: one shape):
     MORPH_MIN_PART for a blend of two or more, else 0."""
     return MORPH_MIN_PART if weights is not None and np.count_nonzero(np.asarray(weights, dtype=np.float64)) > 1 else 0.0
-
-
-LEVEL_MARGIN = 1e-2  # logits: how far every grid node is kept from the level (see marching_cubes)
 
 
 def threshold_to_logit(threshold: float) -> float:

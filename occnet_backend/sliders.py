@@ -86,7 +86,7 @@ def load_shape_model(checkpoint: str | Path, device: str = "auto") -> ShapeModel
     model.to(device).eval()
     return ShapeModel(lambda weights: model.logit_fn(weights=weights), payload["shape_ids"], payload["centers"].numpy(), payload["scales"].numpy(),
                       device=str(device), distance_scale=model.distance_scale,
-                      blends_fields=model.conditional and model.blends_fields)
+                      blends_fields=model.blends_fields)
 
 
 class SliderServer:
