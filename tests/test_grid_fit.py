@@ -54,6 +54,11 @@ def test_grid_backward_equals_autograd_of_the_plain_lookup():
     assert torch.allclose(fast, table.grad, atol=1e-6)
 
 
+def test_a_grid_too_large_for_32_bit_rows_is_refused():
+    with pytest.raises(ValueError, match="does not fit 32-bit indices; use a smaller finest_resolution or log2_table_size"):
+        HashGridEncoding(finest_resolution=4096, log2_table_size=20)
+
+
 def test_grid_levels_stay_inside_their_tables():
     grid = HashGridEncoding()
     assert grid.resolutions[0] == 16 and grid.resolutions[-1] == 256 and 0 < grid.num_dense < grid.levels

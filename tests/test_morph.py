@@ -13,7 +13,7 @@ import trimesh
 
 from occnet_backend.data.labels import signed_distance
 from occnet_backend.data.meshes import load_mesh, normalization, to_unit_cube
-from occnet_backend.extraction import MORPH_MIN_PART, drop_small_parts, extract_mesh, min_part_for
+from occnet_backend.extraction import MORPH_MIN_PART, FieldBlend, drop_small_parts, min_part_for
 from occnet_backend.metrics import evaluate_mesh
 from occnet_contract.settings import FitSettings
 from test_grid_fit import independent_truth, parts, pyvista_mesh
@@ -32,6 +32,8 @@ def test_small_parts_are_dropped_relative_to_the_largest():
     assert trimesh.Trimesh(kept_v, kept_f).volume == pytest.approx(big.volume)
     assert drop_small_parts(v, f, 0.0)[2] == 0 and drop_small_parts(v, f, 0.001)[2] == 0
     assert min_part_for(None) == min_part_for([0, 1, 0]) == 0.0 and min_part_for([0.5, 0.5, 0]) == MORPH_MIN_PART
+    with pytest.raises(ValueError, match="a blend needs at least one shape of non-zero weight"):
+        FieldBlend([])
 
 
 @pytest.fixture(scope="module")
