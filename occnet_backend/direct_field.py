@@ -18,16 +18,19 @@ DISTANCE_SCALE = 0.004
 threshold is the surface and a threshold slider moves it by a small offset either way."""
 
 
-def direct_field(vertices: np.ndarray, faces: np.ndarray):
-    """points [N, 3] -> logits [N] of the mesh (vertices in the coordinates the points are in)."""
+def direct_field(vertices: np.ndarray, faces: np.ndarray, exact: bool = True):
+    """points [N, 3] -> logits [N] of the mesh (vertices in the coordinates the points are in).
+    `exact=False`: distances near partly covered faces too small (`labels.exposed_distance`), for a
+    quick look."""
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
     boundary = boundary_faces(v, f)
-    return lambda points: (-signed_distance(v, f, points, boundary) / DISTANCE_SCALE).astype(np.float32)
+    return lambda points: (-signed_distance(v, f, points, boundary, exact) / DISTANCE_SCALE).astype(np.float32)
 
 
-def direct_field_mesh(vertices: np.ndarray, faces: np.ndarray, resolution: int, method: str = "mise") -> dict:
+def direct_field_mesh(vertices: np.ndarray, faces: np.ndarray, resolution: int, method: str = "mise",
+                      exact: bool = True) -> dict:
     """The direct field's surface in the extraction box (unit-cube vertices in, unit-cube mesh out):
     `extraction.extract_mesh`'s result."""
-    return extract_mesh(direct_field(vertices, faces), resolution=resolution, method=method,
+    return extract_mesh(direct_field(vertices, faces, exact), resolution=resolution, method=method,
                         distance_scale=DISTANCE_SCALE)

@@ -128,6 +128,55 @@ def test_internal_faces_of_overlapping_parts_are_not_the_surface():
     assert signed_distance(v, f, point, boundary=np.ones(len(f), bool))[0] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_a_partly_covered_face_bounds_the_volume_only_where_it_is_exposed():
+    """A stud standing on a plate (a Lego brick's top): the plate's top face bounds the volume
+    around the stud but not under it, so inside the stud the distance is to the stud's own faces,
+    and the closest point is on the surface that is really there."""
+    from occnet_backend.data.labels import EXPOSED_RELATIVE, signed_distance_and_closest
+
+    plate = trimesh.creation.box((0.6, 0.6, 0.1))  # top face at z = 0.05, two triangles
+    stud = trimesh.creation.box((0.1, 0.1, 0.1))
+    stud.apply_translation((0.0, 0.0, 0.05))  # from z = 0 to 0.1, through the plate's top face
+    v = np.concatenate([plate.vertices, stud.vertices])
+    f = np.concatenate([plate.faces, stud.faces + len(plate.vertices)])
+    points = np.array([[0.0, 0.0, 0.06], [0.0, 0.0, 0.04], [0.2, 0.2, 0.04], [0.04, 0.0, 0.051]])
+    sdf, closest = signed_distance_and_closest(v, f, points)
+    # in the stud, 0.04 under its top; in the plate under the stud, sqrt(0.05² + 0.01²) = 0.051 to the
+    # plate's top beside the stud; both found to EXPOSED_RELATIVE of the distance (the covered face
+    # would say 0.01); beside the stud, the top face itself; near the stud's side, exact to EXPOSED_EDGE
+    exact = np.array([-0.04, -0.051, -0.01, -0.01])
+    assert (sdf < 0).all() and np.all(np.abs(sdf - exact) <= EXPOSED_RELATIVE * np.abs(exact) + 1e-9), sdf
+    assert sdf[2] == pytest.approx(-0.01, abs=1e-9) and sdf[3] == pytest.approx(-0.01, abs=0.6 * 0.002)
+    assert np.linalg.norm(closest - points, axis=1) == pytest.approx(-sdf, abs=1e-9)
+    quick = signed_distance(v, f, points, exact=False)
+    assert quick == pytest.approx([-0.01, -0.01, -0.01, -0.001], abs=1e-9), "the covered face as it is, for a quick look"
+
+
+def test_points_drawn_along_their_distance_carry_their_exact_signed_distance(tmp_path):
+    """The dataset moves near-surface points towards their closest surface point: the distance it
+    gives them must be the one the labels give at the new spot (the ant: overlapping parts)."""
+    from occnet_backend.data.dataset import SEGMENT_BAND, OccupancyDataset
+    from occnet_backend.data.folder import load_samples, mesh_path, prepare_dataset
+    from occnet_backend.data.sampling import SamplingConfig
+
+    prepare_dataset(tmp_path / "data", [pyvista_mesh("ant")], config=SamplingConfig(6000, 6000, 1000),
+                    split=(1.0, 0.0, 0.0))
+    ds = OccupancyDataset(tmp_path / "data", num_points=6000, soft_targets=DISTANCE_SCALE)
+    cached = load_samples(tmp_path / "data", ds.shape_ids[0])
+    known = {tuple(p) for p in np.concatenate([cached["near_points"], cached["uniform_points"]]).tolist()}
+    item = ds[0]
+    points, sdf = item["points"].numpy(), item["sdf"].squeeze(1).numpy()
+    moved = np.array([tuple(p) not in known for p in points.tolist()])
+    band = np.abs(sdf) < SEGMENT_BAND
+    assert 0.3 < moved.sum() / band.sum() < 0.7 and not (moved & ~band).any()
+    source = load_mesh(mesh_path(tmp_path / "data", ds.shape_ids[0]))
+    unit = to_unit_cube(source.vertices, cached["center"], cached["scale"])
+    truth = signed_distance(unit, source.faces, points[moved])
+    assert ((truth < 0) == (sdf[moved] < 0)).mean() > 0.995
+    error = np.abs(truth - sdf[moved])
+    assert np.median(error) < 1e-4 and np.quantile(error, 0.99) < 0.002, (np.median(error), np.quantile(error, 0.99))
+
+
 def test_early_stopping_waits_for_patience_and_min_steps_then_anneals():
     scores = iter([0.5, 0.8, 0.9, 0.9002, 0.9001, 0.9003, 0.95, 0.95, 0.95, 0.95])
     stop = HeldOutIoU(lambda: next(scores), every=10, patience=3, min_delta=5e-4, min_steps=40, anneal_steps=0)

@@ -46,7 +46,7 @@ MESHES_DIR = "meshes"
 CACHE_DIR = "cache"
 SPLITS = ("train", "val", "test")
 SETTINGS_FILE = "prepare.json"
-CACHE_FORMAT = 2  # 2: signed distances of the labelled points
+CACHE_FORMAT = 3  # 2: signed distances of the labelled points; 3: to the exposed surface, with its closest points
 DEFAULT_SPLIT = (0.8, 0.1, 0.1)
 _FORBIDDEN_ID_CHARS = set("/\\\x00") | {chr(c) for c in range(32)} | {"\x7f"}
 
@@ -305,6 +305,8 @@ def build_cache(
         near_points=s["near_points"],
         near_occupancy=pack_occupancy(s["near_occupancy"]),
         near_sdf=s["near_sdf"],
+        uniform_to_surface=s["uniform_to_surface"],
+        near_to_surface=s["near_to_surface"],
         surface_points=s["surface_points"],
         surface_normals=s["surface_normals"],
         center=s["center"],
@@ -324,7 +326,8 @@ def load_samples(data_root: str | os.PathLike, shape_id: str) -> dict:
     """The cached samples of one shape, unpacked, in unit-cube coordinates.
 
     Keys: uniform_points, near_points, surface_points (float32 [N, 3]); uniform_occupancy,
-    near_occupancy (bool [N]); uniform_sdf, near_sdf (float32 [N], negative inside); surface_normals (float32 [N, 3]); center (float64 [3]) and scale
+    near_occupancy (bool [N]); uniform_sdf, near_sdf (float32 [N], negative inside); uniform_to_surface,
+    near_to_surface (float32 [N, 3], to the closest surface point); surface_normals (float32 [N, 3]); center (float64 [3]) and scale
     (float) with unit = (v - center) / scale; bbox (float32 [2, 3]); meta (dict).
     Does not check freshness: use :func:`ensure_caches` (OccupancyDataset does) for that.
     """
@@ -344,6 +347,8 @@ def load_samples(data_root: str | os.PathLike, shape_id: str) -> dict:
                 "near_points": near,
                 "near_occupancy": unpack_occupancy(z["near_occupancy"], len(near)),
                 "near_sdf": z["near_sdf"].astype(np.float32),
+                "uniform_to_surface": z["uniform_to_surface"].astype(np.float32),
+                "near_to_surface": z["near_to_surface"].astype(np.float32),
                 "surface_points": z["surface_points"].astype(np.float32),
                 "surface_normals": z["surface_normals"].astype(np.float32),
                 "center": z["center"].astype(np.float64),

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from occnet_backend.data.labels import inside, signed_distance
+from occnet_backend.data.labels import signed_distance_and_closest
 from occnet_backend.data.meshes import MeshError, normalization, to_unit_cube
 from occnet_contract.settings import EVAL_BOX
 
@@ -73,7 +73,9 @@ def sample_shape(vertices: np.ndarray, faces: np.ndarray, config: SamplingConfig
 
     Returns a dict of arrays in unit-cube coordinates: uniform_points / near_points (float16
     [N, 3]) with uniform_occupancy / near_occupancy (bool [N]) and uniform_sdf / near_sdf (float16
-    [N], signed distance to the surface, negative inside: the source of soft training targets), surface_points (float32) and
+    [N], signed distance to the surface, negative inside: the source of soft training targets),
+    uniform_to_surface / near_to_surface (float16 [N, 3], from the point to its closest surface point),
+    surface_points (float32) and
     surface_normals (float16, unit length, the face's outward normal), center (float64 [3]),
     scale (float), bbox (float32 [2, 3], the shape's unit-cube bounds). `seed` defaults to the
     config's seed (pass a per-shape seed for independent shapes).
@@ -104,8 +106,9 @@ def sample_shape(vertices: np.ndarray, faces: np.ndarray, config: SamplingConfig
 
     # round first, then label the rounded points: stored points and labels agree exactly
     query = np.concatenate([uniform, near]).astype(np.float16)
-    sdf = signed_distance(v, f, query.astype(np.float64))
+    sdf, closest = signed_distance_and_closest(v, f, query.astype(np.float64))
     occupancy = sdf < 0
+    to_surface = (closest - query.astype(np.float64)).astype(np.float16)
     sdf = sdf.astype(np.float16)
     sdf[occupancy & (sdf >= 0)] = -np.float16(6e-8)  # a distance that rounded to 0 keeps its side
     return {
@@ -115,6 +118,8 @@ def sample_shape(vertices: np.ndarray, faces: np.ndarray, config: SamplingConfig
         "near_points": query[config.num_uniform :],
         "near_occupancy": occupancy[config.num_uniform :],
         "near_sdf": sdf[config.num_uniform :],
+        "uniform_to_surface": to_surface[: config.num_uniform],
+        "near_to_surface": to_surface[config.num_uniform :],
         "surface_points": surface[: config.num_surface].astype(np.float32),
         "surface_normals": normals[: config.num_surface].astype(np.float16),
         "center": np.asarray(center, dtype=np.float64),
