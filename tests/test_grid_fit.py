@@ -155,7 +155,8 @@ def test_a_partly_covered_face_bounds_the_volume_only_where_it_is_exposed():
 def test_points_drawn_along_their_distance_carry_their_exact_signed_distance(tmp_path):
     """The dataset moves near-surface points towards their closest surface point: the distance it
     gives them must be the one the labels give at the new spot (the ant: overlapping parts)."""
-    from occnet_backend.data.dataset import SEGMENT_BAND, OccupancyDataset
+    from occnet_backend.data.dataset import OccupancyDataset
+    from occnet_backend.data.sampling import SEGMENT_BAND
     from occnet_backend.data.folder import load_samples, mesh_path, prepare_dataset
     from occnet_backend.data.sampling import SamplingConfig
 

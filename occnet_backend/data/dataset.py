@@ -36,24 +36,22 @@ log = logging.getLogger(__name__)
 UP_AXES = {"x": 0, "y": 1, "z": 2}
 
 
-SEGMENT_BAND = 0.02
-"""Points nearer the surface than this (unit-cube units) may be drawn along their distance."""
 SEGMENT_FRACTION = 0.5
 """The share of those that are: the rest keep the cached points, which the held-out check also sees."""
 
 
 def along_the_distance(points: np.ndarray, sdf: np.ndarray, to_surface: np.ndarray,
                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Moves a random SEGMENT_FRACTION of the points within SEGMENT_BAND of the surface to a random
-    spot between them and their closest surface point; returns the points and their signed distances.
+    """Moves a random SEGMENT_FRACTION of the points that have a way to the surface (`to_surface`,
+    see `sampling.along_the_distance_is_exact`) to a random spot on it; returns the points and their
+    signed distances.
 
     Why: every spot of that segment has the same closest point, so its signed distance is exactly
     the fraction of the point's (the ball around it that touches the surface nowhere else lies in
     the point's own ball): fresh, exactly labelled points every step for free, where a fixed set of
     cached points lets a feature grid learn the points rather than the surface (a heatsink's
-    near-surface points: 5% wrong side on the cached points, 33% on fresh ones). The band keeps
-    clear of open meshes' holes, across which the winding number's side changes without a face."""
-    move = (np.abs(sdf) < SEGMENT_BAND) & (rng.random(len(sdf)) < SEGMENT_FRACTION)
+    near-surface points: 5% wrong side on the cached points, 33% on fresh ones)."""
+    move = to_surface.any(axis=1) & (rng.random(len(sdf)) < SEGMENT_FRACTION)
     keep = rng.random(int(move.sum())).astype(np.float32)  # how much of the distance is left
     points, sdf = points.copy(), sdf.copy()
     points[move] += (1 - keep)[:, None] * to_surface[move]

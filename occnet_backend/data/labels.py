@@ -189,10 +189,10 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
     distance to the surface, and an inside point near it would get a distance of almost 0 (13% of
     the near-surface points of a Lego brick: the network then grows specks inside the studs). So
     for an inside point whose closest point has the inside beyond it too (covered), the face it lies
-    on is split in four (or sixteen), the pieces whose centre is covered are dropped, and the distance is taken
-    again, until no closest point is covered or the pieces are small enough (EXPOSED_EDGE,
-    EXPOSED_RELATIVE). An outside
-    point's closest point is never covered (the path to it would cross the surface first). A mesh
+    on is split in four (or sixteen), the pieces whose centre is covered are dropped, and the
+    distance is taken again, until no closest point is covered or the pieces are small enough
+    (EXPOSED_EDGE, EXPOSED_RELATIVE). An outside point's closest point is never covered (the path
+    to it would cross the surface first). A mesh
     whose every face bounds the volume has no overlapping parts, and skips all this; so does
     `exact=False` (a quick look: the signs are the same, only distances near covered faces are too small)."""
     import igl
@@ -204,18 +204,25 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
     # a refined soup stays right for any point (its pieces cover the same exposed surface), so the
     # next call (the next batch of a grid, the preview after the samples) starts from it
     key = _mesh_key(v, f) + hashlib.blake2b(np.packbits(outer).tobytes(), digest_size=8).digest()
-    soup = _SOUP_CACHE.get(key, v[f[outer]]) if exact else v[f[outer]]
+    soup = _SOUP_CACHE.get(key) if exact else None  # triangles [T, 3, 3] once a face was split
     size = float(np.ptp(v, axis=0).max()) if len(v) else 0.0
 
     def closest_on_soup(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        squared, host, point = igl.point_mesh_squared_distance(points, soup.reshape(-1, 3),
-                                                               np.arange(3 * len(soup)).reshape(-1, 3))
+        if soup is None:
+            squared, host, point = igl.point_mesh_squared_distance(points, v, np.ascontiguousarray(f[outer]))
+        else:
+            squared, host, point = igl.point_mesh_squared_distance(points, soup.reshape(-1, 3),
+                                                                   np.arange(3 * len(soup)).reshape(-1, 3))
         return np.sqrt(np.maximum(squared, 0.0)), host, point
 
     distance, host, closest = closest_on_soup(q)
     refine = exact and not outer.all()
     todo = np.flatnonzero(occupied & (distance < EXPOSED_BAND * size)) if refine else np.zeros(0, dtype=np.int64)
     for _ in range(EXPOSED_ROUNDS):
+        if not len(todo):
+            break
+        if soup is None:
+            soup = v[f[outer]]
         edges = np.linalg.norm(soup - np.roll(soup, 1, axis=1), axis=2).max(axis=1)
         tolerance = np.maximum(EXPOSED_EDGE * size, EXPOSED_RELATIVE * distance[todo])
         check = edges[host[todo]] > tolerance
@@ -243,7 +250,7 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
         if not len(soup):
             raise ValueError("no face of the mesh bounds its volume once the covered parts are taken away")
         distance[todo], host[todo], closest[todo] = closest_on_soup(q[todo])
-    if refine:
+    if soup is not None:
         while len(_SOUP_CACHE) >= 4:
             _SOUP_CACHE.pop(next(iter(_SOUP_CACHE)))
         _SOUP_CACHE[key] = soup
@@ -262,8 +269,8 @@ def signed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray,
     """Distance of each point to the surface, negative inside (by `inside`), float64 [N].
 
     The surface is the faces that bound the labelled volume, without their covered parts
-    (`exposed_distance`; `exact=False` keeps them), so internal faces of overlapping parts do not count; the distance is
-    exact (libigl's AABB tree); the sign is the winding number's, so it agrees with the 0/1 labels
+    (`exposed_distance`; `exact=False` keeps them), so internal faces of overlapping parts do not
+    count; the distance is exact (libigl's AABB tree); the sign is the winding number's, so it agrees with the 0/1 labels
     everywhere, also across the holes of an open mesh, where a distance signed by normals would flip."""
     return signed_distance_and_closest(vertices, faces, points, boundary, exact)[0]
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from occnet_backend.data.labels import signed_distance_and_closest
+from occnet_backend.data.labels import BOUNDARY_OFFSET, inside, signed_distance_and_closest
 from occnet_backend.data.meshes import MeshError, normalization, to_unit_cube
 from occnet_contract.settings import EVAL_BOX
 
@@ -68,13 +68,35 @@ class SamplingConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+SEGMENT_BAND = 0.02
+"""Points nearer the surface than this (unit-cube units) may be drawn along their distance
+(`dataset.along_the_distance`)."""
+
+
+def along_the_distance_is_exact(v: np.ndarray, f: np.ndarray, points: np.ndarray, closest: np.ndarray,
+                                occupancy: np.ndarray) -> np.ndarray:
+    """float16 [N, 3]: from each point to its closest surface point, or 0 where the way there is no
+    segment of exact distances: farther than SEGMENT_BAND, or where the side just short of the
+    surface is not the point's own. That happens at an open mesh's holes (the winding number
+    changes its side across a hole, where no face is), and a segment across it would teach the
+    wrong side: drawn along such segments, an open sheet-metal channel lost 0.024 IoU."""
+    to_surface = closest - points
+    length = np.linalg.norm(to_surface, axis=1)
+    near = np.flatnonzero((length < SEGMENT_BAND) & (length > 4 * BOUNDARY_OFFSET))
+    short = closest[near] - BOUNDARY_OFFSET * to_surface[near] / length[near, None]
+    exact = np.zeros(len(points), dtype=bool)
+    exact[near] = inside(v, f, short) == occupancy[near]
+    return np.where(exact[:, None], to_surface, 0.0).astype(np.float16)
+
+
 def sample_shape(vertices: np.ndarray, faces: np.ndarray, config: SamplingConfig, seed: int | None = None) -> dict:
     """Normalise a validated triangle soup to the unit cube and draw its labelled points.
 
     Returns a dict of arrays in unit-cube coordinates: uniform_points / near_points (float16
     [N, 3]) with uniform_occupancy / near_occupancy (bool [N]) and uniform_sdf / near_sdf (float16
     [N], signed distance to the surface, negative inside: the source of soft training targets),
-    uniform_to_surface / near_to_surface (float16 [N, 3], from the point to its closest surface point),
+    uniform_to_surface / near_to_surface (float16 [N, 3], from the point to its closest surface point
+    where the way there is a segment of exact distances, else 0: `along_the_distance_is_exact`),
     surface_points (float32) and
     surface_normals (float16, unit length, the face's outward normal), center (float64 [3]),
     scale (float), bbox (float32 [2, 3], the shape's unit-cube bounds). `seed` defaults to the
@@ -108,7 +130,7 @@ def sample_shape(vertices: np.ndarray, faces: np.ndarray, config: SamplingConfig
     query = np.concatenate([uniform, near]).astype(np.float16)
     sdf, closest = signed_distance_and_closest(v, f, query.astype(np.float64))
     occupancy = sdf < 0
-    to_surface = (closest - query.astype(np.float64)).astype(np.float16)
+    to_surface = along_the_distance_is_exact(v, f, query.astype(np.float64), closest, occupancy)
     sdf = sdf.astype(np.float16)
     sdf[occupancy & (sdf >= 0)] = -np.float16(6e-8)  # a distance that rounded to 0 keeps its side
     return {
