@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM ends a command like Ctrl-C (cleanly: workers stopped, a `done` event, exit 130);
     # train and fit replace this while they train, to finish the step and save first
     signal.signal(signal.SIGTERM, _interrupt)
+    # and SIGINT (the add-on's Cancel) always does: a process started in the background by a
+    # non-interactive shell inherits SIGINT ignored, and would run on through a Cancel
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(module.run(args, events) or 0)
     except CommandError as err:

@@ -348,3 +348,22 @@ def test_eval_and_train_siblings(tmp_path, suzanne, small_tmpfs):
         "trainer": {"device": "cpu", "max_steps": 2, "progress_bar": False}}))
     result = backend("train", "--config", tmp_path / "run.json", "--out", small_tmpfs / "train", "--events", "jsonl")
     one_line_error(result, "no space left on the disk")
+
+
+def test_cancel_works_when_the_parent_ignores_sigint(tmp_path):
+    """A process started in the background by a non-interactive shell (`blender &` in a script,
+    `nohup ... &`) inherits SIGINT ignored; the add-on's Cancel is a SIGINT, so the backend must
+    listen to it anyway."""
+    trimesh.creation.icosphere(subdivisions=3).export(tmp_path / "b.ply")
+    args = ["fit", tmp_path / "b.ply", "--out", tmp_path / "out", "--events", "jsonl", "--steps", "3000",
+            "--resolution", "32", "--width", "32", "--depth", "2", "--device", "cpu", "--workers", "1",
+            "--cached-points", "20000"]
+    proc = subprocess.Popen([sys.executable, "-m", "occnet_backend", *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    _stage_events(proc, lambda e: e["event"] == "progress" and e["step"] >= 5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, stderr[-2000:])
+    events = [json.loads(l) for l in stdout.splitlines() if l.startswith("{")]
+    assert events[-1]["event"] == "done" and events[-1]["status"] == "cancelled"

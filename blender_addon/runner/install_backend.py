@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             options += ["--extra-index-url", url]
     installer = Installer(args.env.resolve(), options, NEEDED_BYTES["cpu" if args.cpu_only else "cuda"])
     signal.signal(signal.SIGTERM, _interrupt)
+    # and SIGINT (the add-on's Cancel) always does: a process started in the background by a
+    # non-interactive shell inherits SIGINT ignored, and would run on through a Cancel
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         installer.run()
     except KeyboardInterrupt:
