@@ -350,18 +350,19 @@ def test_eval_and_train_siblings(tmp_path, suzanne, small_tmpfs):
     one_line_error(result, "no space left on the disk")
 
 
-def test_cancel_works_when_the_parent_ignores_sigint(tmp_path):
+def test_cancel_works_when_the_parent_ignores_sigint(tmp_path, suzanne):
     """A process started in the background by a non-interactive shell (`blender &` in a script,
     `nohup ... &`) inherits SIGINT ignored; the add-on's Cancel is a SIGINT, so the backend must
-    listen to it anyway."""
-    trimesh.creation.icosphere(subdivisions=3).export(tmp_path / "b.ply")
-    args = ["fit", tmp_path / "b.ply", "--out", tmp_path / "out", "--events", "jsonl", "--steps", "3000",
+    listen to it anyway, also while preparing (training has its own handler)."""
+    trimesh.Trimesh(*suzanne).export(tmp_path / "a.ply")
+    args = ["fit", tmp_path / "a.ply", "--out", tmp_path / "out", "--events", "jsonl", "--steps", "30",
             "--resolution", "32", "--width", "32", "--depth", "2", "--device", "cpu", "--workers", "1",
-            "--cached-points", "20000"]
+            "--cached-points", "400000"]
     proc = subprocess.Popen([sys.executable, "-m", "occnet_backend", *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    _stage_events(proc, lambda e: e["event"] == "progress" and e["step"] >= 5)
+    _stage_events(proc, lambda e: e["event"] == "stage" and e["name"] == "prepare")
+    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, (proc.returncode, stderr[-2000:])
