@@ -49,14 +49,19 @@ def hierarchy_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray,
         if len(f) and longest > 0 and splits.max() > 0 and float((4.0 ** splits).sum()) <= MAX_SPLIT_FACES:
             split_v, split_f = trimesh.remesh.subdivide_to_size(v, f, max_edge=MAX_EDGE * longest, max_iter=20)
             v, f = np.ascontiguousarray(split_v, dtype=np.float64), np.ascontiguousarray(split_f, dtype=np.int64)
-        while len(_SPLIT_CACHE) >= 4:
-            _SPLIT_CACHE.pop(next(iter(_SPLIT_CACHE)))
-        _SPLIT_CACHE[key] = (v, f)
+        _remember(_SPLIT_CACHE, key, (v, f))
     return _SPLIT_CACHE[key]
 
 
 def _mesh_key(v: np.ndarray, f: np.ndarray) -> bytes:
     return hashlib.blake2b(v.tobytes() + f.tobytes(), digest_size=16).digest()
+
+
+def _remember(cache: dict, key: bytes, value) -> None:
+    """Keeps the last few meshes' entries: labelling a shape asks for the same mesh several times."""
+    while len(cache) >= 4:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
 
 
 def winding_numbers(
@@ -122,7 +127,9 @@ def inside(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.nd
 
 BOUNDARY_OFFSET = 1e-4
 """How far off a face (in the mesh's units: fit's are the unit cube's) its two sides are probed."""
-PROBE_WEIGHTS = np.array([[1, 1, 1], [4, 1, 1], [1, 4, 1], [1, 1, 4]]) / 6.0  # barycentric, one row per probe
+PROBE_WEIGHTS = np.array([[1, 1, 1], [4, 1, 1], [1, 4, 1], [1, 1, 4]]) / 6.0
+"""Barycentric spots a face is probed at: its centroid and those of its three corner sub-triangles, so a
+face only partly covered by another part (a stud on a brick) still bounds the volume where it is exposed."""
 
 
 def boundary_faces(vertices: np.ndarray, faces: np.ndarray, offset: float = BOUNDARY_OFFSET) -> np.ndarray:
@@ -154,8 +161,6 @@ def _bounds_volume(v: np.ndarray, f: np.ndarray, corners: np.ndarray, weights: n
     """Bool [T]: triangles [T, 3, 3] with a spot (barycentric `weights` [P, 3]) that has the mesh's
     inside on one side and its outside on the other."""
     normal, _ = _face_normals(corners)
-    # the centroid and the centroids of the three corner sub-triangles: a face only partly covered
-    # by another part (a stud on a brick) still bounds the volume where it is exposed
     spots = np.einsum("pk,fkd->pfd", weights, corners).reshape(-1, 3)  # [P * T, 3], probe-major
     offsets = offset * np.tile(normal, (len(weights), 1))
     side = inside(v, f, np.concatenate([spots + offsets, spots - offsets]))
@@ -251,9 +256,7 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
             raise ValueError("no face of the mesh bounds its volume once the covered parts are taken away")
         distance[todo], host[todo], closest[todo] = closest_on_soup(q[todo])
     if soup is not None:
-        while len(_SOUP_CACHE) >= 4:
-            _SOUP_CACHE.pop(next(iter(_SOUP_CACHE)))
-        _SOUP_CACHE[key] = soup
+        _remember(_SOUP_CACHE, key, soup)
     return distance, closest
 
 

@@ -129,9 +129,10 @@ def sample_shape(vertices: np.ndarray, faces: np.ndarray, config: SamplingConfig
 
     # round first, then label the rounded points: stored points and labels agree exactly
     query = np.concatenate([uniform, near]).astype(np.float16)
-    sdf, closest = signed_distance_and_closest(v, f, query.astype(np.float64))
+    labelled = query.astype(np.float64)
+    sdf, closest = signed_distance_and_closest(v, f, labelled)
     occupancy = sdf < 0
-    to_surface = along_the_distance_is_exact(v, f, query.astype(np.float64), closest, occupancy)
+    to_surface = along_the_distance_is_exact(v, f, labelled, closest, occupancy)
     sdf = sdf.astype(np.float16)
     sdf[occupancy & (sdf >= 0)] = -np.float16(6e-8)  # a distance that rounded to 0 keeps its side
     return {
