@@ -35,6 +35,11 @@ SLICES_SIZE_PX = (1500, 1000)
 """(width, height) in pixels of every occupancy-slice image."""
 CURVES_SIZE_PX = (1400, 500)
 """(width, height) in pixels of every training-curve image."""
+SLICES_LAYOUT = {1: dict(left=0.04, right=0.9, bottom=0.1, top=0.88, wspace=0.22),
+                 2: dict(left=0.04, right=0.9, bottom=0.1, top=0.92, wspace=0.22, hspace=0.25)}
+CURVES_LAYOUT = dict(left=0.06, right=0.98, bottom=0.13, top=0.85, wspace=0.18)
+"""Fixed margins (fractions of the figure) for the fixed pixel sizes: matplotlib's constrained
+layout drew every figure twice and cost a fit 1-1.5 s per picture (BENCHMARKS.md)."""
 
 
 OccupancyFn = Callable[[np.ndarray], Any]
@@ -145,7 +150,7 @@ def occupancy_slices_figure(
 
     fig = _figure(SLICES_SIZE_PX)
     rows = 1 if true is None else 2
-    axes = fig.subplots(rows, 3, squeeze=False)
+    axes = fig.subplots(rows, 3, squeeze=False, gridspec_kw=SLICES_LAYOUT[rows])
     n = pred.shape[-1]
     edge = box * n / (n - 1)  # pixel centres on the samples, the outer ones on the box's faces
     extent = (-edge, edge, -edge, edge)
@@ -173,12 +178,13 @@ def occupancy_slices_figure(
         ax.set_title(heading)
         ax.set_xlabel(_AXES[h])
         ax.set_ylabel(_AXES[v])
-    cbar = fig.colorbar(image, ax=list(axes[0]), shrink=0.9)
+    top = axes[0, -1].get_position()
+    cbar = fig.colorbar(image, cax=fig.add_axes((top.x1 + 0.03, top.y0, 0.012, top.height)))
     cbar.set_label(f"predicted occupancy (white line: threshold {threshold:g})")
     if true is not None:
         handles = [Patch(facecolor=c, edgecolor="black", label=n) for c, n in zip(_AGREEMENT_COLORS, _AGREEMENT_NAMES)]
         handles.append(Patch(facecolor="none", edgecolor="red", linestyle="dashed", label="label boundary (top row)"))
-        fig.legend(handles=handles, loc="outside lower center", ncol=5, frameon=False)
+        fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False)
     if title:
         fig.suptitle(title)
     return fig
@@ -190,7 +196,7 @@ def training_curves_figure(
     """The figure of `plot_training_curves`."""
     columns = _history_columns(history)
     fig = _figure(CURVES_SIZE_PX)
-    ax_loss, ax_iou = fig.subplots(1, 2)
+    ax_loss, ax_iou = fig.subplots(1, 2, gridspec_kw=CURVES_LAYOUT)
     n = max((len(c) for c in columns.values()), default=0)
     x_name = "step" if "step" in columns else "record"
     x = columns["step"] if "step" in columns else np.arange(n, dtype=np.float64)
@@ -294,7 +300,7 @@ def save_png(figure: Figure, out_png: str | os.PathLike) -> Path:
 def _figure(size_px: tuple[int, int]) -> Figure:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(size_px[0] / DPI, size_px[1] / DPI), dpi=DPI, layout="constrained")
+    return Figure(figsize=(size_px[0] / DPI, size_px[1] / DPI), dpi=DPI)
 
 
 def _as_numpy(values: Any) -> np.ndarray:

@@ -61,9 +61,10 @@ def along_the_distance(points: np.ndarray, sdf: np.ndarray, to_surface: np.ndarr
 
 
 def random_subset(count: int, available: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` indices into `available` items: without replacement when possible, else with."""
+    """`count` indices into `available` items: without replacement when possible, else with.
+    (`choice` draws a few thousand of 100k in 0.1 ms; a permutation of all of them took 2 ms a step.)"""
     if count <= available:
-        return rng.permutation(available)[:count]
+        return rng.choice(available, count, replace=False)
     return rng.integers(0, available, size=count)
 
 

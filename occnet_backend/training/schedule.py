@@ -17,7 +17,12 @@ def build_optimizer(kind: str | None, parameters: Iterable[torch.nn.Parameter] |
     if kind not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS} or a torch optimizer, got {kind!r}")
     cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
-    return cls(parameters, lr=lr, weight_decay=weight_decay)
+    groups = list(parameters)
+    tensors = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    # one fused kernel per step: on a CPU 4x faster than the per-tensor loop for a fit's 1.4 M grid
+    # features (BENCHMARKS.md)
+    fused = bool(tensors) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
+    return cls(groups, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
 class LRSchedule:
