@@ -1,7 +1,7 @@
 """The grid encoding's backward on a CPU: ours (a weighted bincount per feature) vs the ways
 PyTorch offers (autograd of an indexed read, embedding_bag's own backward, index_add_,
 scatter_add_); its corner indices in int32 vs int64; and one training step of fit's grid network
-vs fit's Fourier network.
+(with Adam's per-tensor loop and with the fused Adam fit uses) vs fit's Fourier network.
 
     .venv/bin/python bench/grid.py
 """
@@ -17,6 +17,7 @@ from common import machine
 from occnet_backend.fitting import GRID_DECODER
 from occnet_backend.models.network import OccupancyNetwork
 from occnet_backend.models.parts import HashGridEncoding, _Interpolate
+from occnet_backend.training.schedule import build_optimizer
 
 
 def seconds(fn, repeat: int = 20) -> float:
@@ -121,9 +122,12 @@ def main() -> None:
         print(f"  {'int64 rows, full primes':<28} {seconds(lambda: encoding_int64(points), 50) * 1000:7.2f} ms")
 
     print("one training step, 8192 points, fp32 (forward, BCE, backward, Adam):")
-    for name, model in (("grid, decoder 64 x 1", OccupancyNetwork(encoding="grid", **GRID_DECODER)),
-                        ("Fourier 64, width 128 x 5", OccupancyNetwork())):
-        opt = torch.optim.Adam(model.parameter_groups(1e-3))
+    grid_network = OccupancyNetwork(encoding="grid", **GRID_DECODER)
+    for name, model, fused in (("grid, Adam per tensor", grid_network, False),
+                               ("grid, Adam fused (fit's)", grid_network, True),
+                               ("Fourier 64, width 128 x 5", OccupancyNetwork(), True)):
+        opt = (build_optimizer("adam", model.parameter_groups(1e-3), 1e-3, 0.0) if fused
+               else torch.optim.Adam(model.parameter_groups(1e-3), foreach=False))
         target = (points.norm(dim=1) < 0.4).float()
 
         def step():

@@ -178,29 +178,20 @@ def test_points_drawn_along_their_distance_carry_their_exact_signed_distance(tmp
     assert np.median(error) < 1e-4 and np.quantile(error, 0.99) < 0.002, (np.median(error), np.quantile(error, 0.99))
 
 
-def test_early_stopping_waits_for_patience_and_min_steps_then_anneals():
+def test_early_stopping_waits_for_patience_and_min_steps():
     scores = iter([0.5, 0.8, 0.9, 0.9002, 0.9001, 0.9003, 0.95, 0.95, 0.95, 0.95])
-    stop = HeldOutIoU(lambda: next(scores), every=10, patience=3, min_delta=5e-4, min_steps=40, anneal_steps=0)
+    stop = HeldOutIoU(lambda: next(scores), every=10, patience=3, min_delta=5e-4, min_steps=40)
     first = next(s for s in range(1, 101) if stop.converged(s))
     # 0.9 at step 30, then three checks without a 5e-4 rise: stopped at step 60
     assert first == 60 and stop.best == pytest.approx(0.9003)
     assert [s for s, _ in stop.history][:6] == [10, 20, 30, 40, 50, 60]
-    early = HeldOutIoU(lambda: 0.9, every=1, patience=1, min_steps=5, anneal_steps=0)
+    early = HeldOutIoU(lambda: 0.9, every=1, patience=1, min_steps=5)
     assert [s for s in range(1, 10) if early.converged(s)][0] == 5
-    annealed = HeldOutIoU(lambda: 0.9, every=1, patience=1, min_steps=5, anneal_steps=7, anneal_factor=0.25)
-    factors = []
-    for step in range(1, 30):
-        done = annealed.converged(step)
-        factors.append(annealed.lr_factor)
-        if done:
-            break
-    assert step == 12 and factors[:4] == [1.0] * 4 and set(factors[4:]) == {0.25}, (step, factors)
-    assert len(annealed.history) == 5, "no held-out evaluations while annealing"
-    with pytest.raises(ValueError, match="anneal_factor"):
-        HeldOutIoU(lambda: 0.9, anneal_factor=0)
+    with pytest.raises(ValueError, match="average"):
+        HeldOutIoU(lambda: 0.9, average=1.0)
 
 
-def test_the_trainer_anneals_the_learning_rate_once_the_surface_stalls():
+def test_the_trainer_measures_and_ends_with_the_averaged_weights():
     from torch.utils.data import DataLoader
 
     from occnet_backend import OccupancyTrainer, SyntheticOccupancyDataset
@@ -208,12 +199,23 @@ def test_the_trainer_anneals_the_learning_rate_once_the_surface_stalls():
     torch.manual_seed(0)
     data = SyntheticOccupancyDataset(num_samples=1, shapes=["sphere"], num_points=256, seed=1)
     model = OccupancyNetwork(dim_hidden=16, num_layers=1, encoding="grid")
+    weights, seen = [], []  # the decoder's output bias after every step, and what the held-out checks saw
+    stop = HeldOutIoU(lambda: seen.append(model.decoder.fc_out.bias.item()) or 0.5, every=5, patience=1,
+                      min_steps=10, average=0.5)
     trainer = OccupancyTrainer(model, DataLoader(data, batch_size=1), device="cpu", lr=1e-3, progress_bar=False,
-                               early_stopping=HeldOutIoU(lambda: 0.5, every=5, patience=1, min_steps=10, anneal_steps=4))
-    history = trainer.train(max_steps=100)
-    assert trainer.converged and trainer.step == 14
-    rates = [record["lr"] for record in history]
-    assert rates[:10] == [pytest.approx(1e-2)] * 10 and rates[10:] == [pytest.approx(1e-3)] * 4, rates
+                               early_stopping=stop)
+    update = stop.update
+    stop.update = lambda: (weights.append(model.decoder.fc_out.bias.item()), update())
+    initial = model.decoder.fc_out.bias.item()
+    trainer.train(max_steps=100)
+    assert trainer.converged and trainer.step == 10
+    expected, value = [], initial  # the bias averaged over the steps, halfway each step
+    for w in weights:
+        value = 0.5 * value + 0.5 * w
+        expected.append(value)
+    assert seen == pytest.approx([expected[4], expected[9]], abs=1e-6), "the check measures the average"
+    assert model.decoder.fc_out.bias.item() == pytest.approx(expected[-1], abs=1e-6), "the model ends with it"
+    assert abs(weights[-1] - expected[-1]) > 1e-5, "the average differs from the last step's weights"
 
 
 def test_dataset_soft_targets_and_held_out_points(tmp_path):

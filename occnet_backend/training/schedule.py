@@ -54,12 +54,8 @@ class LRSchedule:
         self.step_size = step_size
         self.gamma = float(gamma)
         self.min_lr_ratio = float(min_lr_ratio)
-        self.factor = 1.0  # times the schedule: early stopping's anneal sets it
 
     def __call__(self, step: int) -> float:
-        return self.factor * self._shape(step)
-
-    def _shape(self, step: int) -> float:
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
         after = step - self.warmup_steps

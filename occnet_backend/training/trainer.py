@@ -103,7 +103,8 @@ class OccupancyTrainer:
             Off by default so library callers keep Python's usual KeyboardInterrupt.
         config: the user's config dict, stored in checkpoints (see `create_trainer_from_config`).
         early_stopping: a `training.early_stopping.HeldOutIoU`: training ends (status 'ok',
-            `converged` True) once the held-out IoU stops rising, before `max_steps`.
+            `converged` True) once the held-out IoU of the averaged weights stops rising, before
+            `max_steps`, and the model ends with those averaged weights.
     """
 
     def __init__(
@@ -215,6 +216,8 @@ class OccupancyTrainer:
         self.run_log.start(device=self.device, parameters=sum(p.numel() for p in self.model.parameters()),
                            step=self.step, total=total, precision=self.precision)
         first_step, self.status, self.stop, self.converged = self.step, "running", StopRequest(), False
+        if self.early_stopping is not None:
+            self.early_stopping.start(self.model.parameters())
         signals = self.stop.on_signals() if self.handle_signals else contextlib.nullcontext()
         try:
             with signals:
@@ -244,6 +247,8 @@ class OccupancyTrainer:
                     break  # stopped mid-epoch, right after a step: a resume continues the epoch
         finally:
             self.run_log.close_bar()
+        if self.early_stopping is not None:
+            self.early_stopping.use_averaged()
         self._finish(first_step)
         self.run_log.flush()  # after the final validation's scalars and meshes
         return self.history
@@ -274,6 +279,8 @@ class OccupancyTrainer:
         as every process agreed."""
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
         grad_norm = self._optimizer_step(len(group))
+        if self.early_stopping is not None:
+            self.early_stopping.update()
         loss, inter, union, points = torch.stack(group).sum(0).tolist()  # the one device sync per step
         compute_seconds = time.perf_counter() - self._step_started  # after the sync: the GPU's work too
         loss /= len(group)
@@ -290,12 +297,6 @@ class OccupancyTrainer:
         stop = self._agreed_stop()
         if self.early_stopping is not None and not stop:
             self.converged = self.early_stopping.converged(self.step)
-            if self.early_stopping.lr_factor != self.schedule.factor:  # the anneal starts: from the next step on
-                self.schedule.factor = self.early_stopping.lr_factor
-                for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
-                    group["lr"] = base * self.schedule(self.scheduler.last_epoch)
-                log.info("held-out IoU stalled at %.4f after %d steps: %d steps at %g x the learning rate",
-                         self.early_stopping.best, self.step, self.early_stopping.anneal_steps, self.schedule.factor)
             if self.converged:
                 log.info("converged after %d steps: held-out IoU %.4f", self.step, self.early_stopping.best)
         if self.val_dataloader is not None and self.val_every is not None and self.step % self.val_every == 0:
