@@ -191,31 +191,38 @@ def test_early_stopping_waits_for_patience_and_min_steps():
         HeldOutIoU(lambda: 0.9, average=1.0)
 
 
-def test_the_trainer_measures_and_ends_with_the_averaged_weights():
+def test_the_trainer_measures_and_ends_with_the_better_of_the_averaged_and_its_own_weights():
     from torch.utils.data import DataLoader
 
     from occnet_backend import OccupancyTrainer, SyntheticOccupancyDataset
 
-    torch.manual_seed(0)
-    data = SyntheticOccupancyDataset(num_samples=1, shapes=["sphere"], num_points=256, seed=1)
-    model = OccupancyNetwork(dim_hidden=16, num_layers=1, encoding="grid")
-    weights, seen = [], []  # the decoder's output bias after every step, and what the held-out checks saw
-    stop = HeldOutIoU(lambda: seen.append(model.decoder.fc_out.bias.item()) or 0.5, every=5, patience=1,
-                      min_steps=10, average=0.5)
-    trainer = OccupancyTrainer(model, DataLoader(data, batch_size=1), device="cpu", lr=1e-3, progress_bar=False,
-                               early_stopping=stop)
-    update = stop.update
-    stop.update = lambda: (weights.append(model.decoder.fc_out.bias.item()), update())
-    initial = model.decoder.fc_out.bias.item()
-    trainer.train(max_steps=100)
-    assert trainer.converged and trainer.step == 10
-    expected, value = [], initial  # the bias averaged over the steps, halfway each step
-    for w in weights:
-        value = 0.5 * value + 0.5 * w
-        expected.append(value)
-    assert seen == pytest.approx([expected[4], expected[9]], abs=1e-6), "the check measures the average"
-    assert model.decoder.fc_out.bias.item() == pytest.approx(expected[-1], abs=1e-6), "the model ends with it"
-    assert abs(weights[-1] - expected[-1]) > 1e-5, "the average differs from the last step's weights"
+    def train(score):
+        torch.manual_seed(0)
+        data = SyntheticOccupancyDataset(num_samples=1, shapes=["sphere"], num_points=256, seed=1)
+        model = OccupancyNetwork(dim_hidden=16, num_layers=1, encoding="grid")
+        bias = model.decoder.fc_out.bias
+        weights, seen = [], []  # the output bias after every step, and what each held-out check saw
+        stop = HeldOutIoU(lambda: seen.append(bias.item()) or score(bias.item(), weights), every=5, patience=1,
+                          min_steps=10, average=0.5)
+        trainer = OccupancyTrainer(model, DataLoader(data, batch_size=1), device="cpu", lr=1e-3, progress_bar=False,
+                                   early_stopping=stop)
+        update = stop.update
+        stop.update = lambda: (weights.append(bias.item()), update())
+        expected, value = [], bias.item()  # the bias averaged over the steps, halfway each step
+        trainer.train(max_steps=100)
+        for w in weights:
+            value = 0.5 * value + 0.5 * w
+            expected.append(value)
+        assert trainer.converged and trainer.step == 10
+        # two checks of the average, then the end: its own weights, then the average again
+        assert seen == pytest.approx([expected[4], expected[9], weights[-1], expected[-1]], abs=1e-6)
+        assert abs(weights[-1] - expected[-1]) > 1e-5, "the average differs from the last step's weights"
+        return bias.item(), weights[-1], expected[-1]
+
+    final, own, averaged = train(lambda b, weights: 0.5)  # a tie: the average
+    assert final == pytest.approx(averaged, abs=1e-6)
+    final, own, averaged = train(lambda b, weights: float(b == weights[-1]))  # its own weights measure better
+    assert final == pytest.approx(own, abs=1e-6)
 
 
 def test_dataset_soft_targets_and_held_out_points(tmp_path):

@@ -104,7 +104,8 @@ class OccupancyTrainer:
         config: the user's config dict, stored in checkpoints (see `create_trainer_from_config`).
         early_stopping: a `training.early_stopping.HeldOutIoU`: training ends (status 'ok',
             `converged` True) once the held-out IoU of the averaged weights stops rising, before
-            `max_steps`, and the model ends with those averaged weights.
+            `max_steps`, and the model ends with those averaged weights (or its own, where they measure
+            better on the held-out points).
     """
 
     def __init__(
@@ -248,7 +249,7 @@ class OccupancyTrainer:
         finally:
             self.run_log.close_bar()
         if self.early_stopping is not None:
-            self.early_stopping.use_averaged()
+            self.early_stopping.finish()
         self._finish(first_step)
         self.run_log.flush()  # after the final validation's scalars and meshes
         return self.history
