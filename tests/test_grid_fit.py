@@ -187,6 +187,8 @@ def test_early_stopping_waits_for_patience_and_min_steps():
     assert [s for s, _ in stop.history][:6] == [10, 20, 30, 40, 50, 60]
     early = HeldOutIoU(lambda: 0.9, every=1, patience=1, min_steps=5)
     assert [s for s in range(1, 10) if early.converged(s)][0] == 5
+    empty = HeldOutIoU(lambda: 0.0, every=1, patience=1, min_steps=5)
+    assert not any(empty.converged(s) for s in range(1, 50)), "no surface yet is no stall"
     with pytest.raises(ValueError, match="average"):
         HeldOutIoU(lambda: 0.9, average=1.0)
 
@@ -221,7 +223,7 @@ def test_the_trainer_measures_and_ends_with_the_better_of_the_averaged_and_its_o
 
     final, own, averaged = train(lambda b, weights: 0.5)  # a tie: the average
     assert final == pytest.approx(averaged, abs=1e-6)
-    final, own, averaged = train(lambda b, weights: float(b == weights[-1]))  # its own weights measure better
+    final, own, averaged = train(lambda b, weights: 0.5 + 0.5 * (b == weights[-1]))  # its own measure better
     assert final == pytest.approx(own, abs=1e-6)
 
 

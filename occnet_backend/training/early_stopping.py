@@ -24,7 +24,8 @@ import torch
 
 class HeldOutIoU:
     """Every `every` steps, the IoU on held-out points of the averaged weights; `converged()` once
-    it has not risen by `min_delta` for `patience` checks in a row (and `min_steps` have run).
+    it has not risen by `min_delta` for `patience` checks in a row (and `min_steps` have run), counting
+    from the first check with any surface.
 
     The trainer calls `start(parameters)` before its first step, `update()` after every optimizer
     step and `finish()` when training ends, so the model ends with the averaged weights (or its own,
@@ -95,7 +96,7 @@ class HeldOutIoU:
         self.history.append((step, score))
         if score > self.best + self.min_delta:
             self.best, self.stale = score, 0
-        else:
+        elif self.best > 0:  # no stall before a surface appears (the average lags the weights at first)
             self.best = max(self.best, score)
             self.stale += 1
         return step >= self.min_steps and self.stale >= self.patience
