@@ -87,10 +87,13 @@ def winding_numbers(
         for start in range(0, len(q), chunk_size):
             chunk = np.ascontiguousarray(q[start : start + chunk_size], dtype=np.float64)
             w[start : start + len(chunk)] = igl.fast_winding_number(v, f, chunk)
-    if order is None:
-        return w
-    out = np.empty_like(w)
-    out[order] = w
+    return w if order is None else _unsorted(order, w)
+
+
+def _unsorted(order: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Results of queries made in `order` (see `spatial_order`), back in the queries' own order."""
+    out = np.empty_like(values)
+    out[order] = values
     return out
 
 
@@ -228,9 +231,7 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
             squared, host, point = igl.point_mesh_squared_distance(points, soup.reshape(-1, 3),
                                                                    np.arange(3 * len(soup)).reshape(-1, 3))
         if order is not None:
-            unsorted = np.empty_like(order)
-            unsorted[order] = np.arange(len(order))
-            squared, host, point = squared[unsorted], host[unsorted], point[unsorted]
+            squared, host, point = (_unsorted(order, a) for a in (squared, host, point))
         return np.sqrt(np.maximum(squared, 0.0)), host, point
 
     distance, host, closest = closest_on_soup(q)
