@@ -1,6 +1,7 @@
 """The grid encoding's backward on a CPU: ours (a weighted bincount per feature) vs the ways
 PyTorch offers (autograd of an indexed read, embedding_bag's own backward, index_add_,
-scatter_add_); its corner indices in int32 vs int64; and one training step of fit's grid network
+scatter_add_); its forward with the points as the last axis vs first, corner rows in int32 vs int64;
+and one training step of fit's grid network
 (with Adam's per-tensor loop and with the fused Adam fit uses) vs fit's Fourier network.
 
     .venv/bin/python bench/grid.py
@@ -35,15 +36,7 @@ def main() -> None:
     points = torch.rand(8192, 3) * 1.2 - 0.6
     rows = grid.table.shape[0]
     with torch.no_grad():
-        unit = ((points + grid.box) / (2 * grid.box)).clamp(0, 1)
-        cells = grid.cells.view(-1, 1, 1)
-        position = unit.unsqueeze(0) * cells
-        lower = torch.minimum(position.floor(), cells - 1)
-        frac = position - lower
-        lower = lower.int()
-        index = grid.corner_index(torch.stack([lower, lower + 1], -1)).reshape(-1, 8)
-        w = torch.stack([1 - frac, frac], -1)
-        weights = (w[..., 0, :, None, None] * w[..., 1, None, :, None] * w[..., 2, None, None, :]).reshape(-1, 8)
+        index, weights = grid.interpolation(points)
     grad = torch.randn(len(index), grid.features)
 
     def with_backward(accumulate):
@@ -94,32 +87,34 @@ def main() -> None:
                      ("autograd of table[index]", autograd_read), ("embedding_bag's own", embedding_bag)):
         print(f"  {name:<28} {seconds(fn) * 1000:7.2f} ms")
 
-    def corner_index_int64(corners):
-        """The corner rows as they were computed before: int64 and the full primes."""
-        nd, mask = grid.num_dense, grid.table_size - 1
-        corners = corners.long()
-        d = corners[:nd] * grid.strides.long().view(nd, 1, 3, 1)
-        h = corners[nd:] * torch.tensor([1, 2654435761, 805459861]).view(1, 1, 3, 1)
-        return torch.cat([d[..., 0, :, None, None] + d[..., 1, None, :, None] + d[..., 2, None, None, :],
-                          (h[..., 0, :, None, None] ^ h[..., 1, None, :, None] ^ h[..., 2, None, None, :]) & mask]
-                         ).reshape(grid.levels, -1, 8) + grid.offsets.long().view(-1, 1, 1)
+    cells = grid.cells.view(-1, 1, 1)
 
-    def encoding_int64(x):
-        """The encoding's forward as it was, with int64 corner rows."""
+    def encoding_points_first(x, rows_dtype=torch.int32, masked_primes=True):
+        """The encoding's forward as it was before the points became the last axis ([L, N, 3, 2]
+        corners); before that, with int64 rows and the full primes."""
+        nd, mask = grid.num_dense, grid.table_size - 1
         position = ((x + grid.box) / (2 * grid.box)).clamp(0, 1).unsqueeze(0) * cells
-        low = torch.minimum(position.floor().long(), cells - 1)
+        low = torch.minimum(position.floor(), cells - 1)
         f = position - low
-        rows_of = corner_index_int64(torch.stack([low, low + 1], -1)).reshape(-1, 8)
+        corners = torch.stack([low, low + 1], -1).to(rows_dtype)
+        primes = grid.primes if masked_primes else torch.tensor([1, 2654435761, 805459861])
+        d = corners[:nd] * grid.strides.to(rows_dtype).view(nd, 1, 3, 1)
+        h = (corners[nd:] * primes.to(rows_dtype).view(1, 1, 3, 1))
+        rows_of = torch.cat([d[..., 0, :, None, None] + d[..., 1, None, :, None] + d[..., 2, None, None, :],
+                             (h[..., 0, :, None, None] ^ h[..., 1, None, :, None] ^ h[..., 2, None, None, :]) & mask]
+                            ).reshape(grid.levels, -1, 8) + grid.offsets.to(rows_dtype).view(-1, 1, 1)
         ww = torch.stack([1 - f, f], -1)
         wt = (ww[..., 0, :, None, None] * ww[..., 1, None, :, None] * ww[..., 2, None, None, :]).reshape(-1, 8)
-        feats = F.embedding_bag(rows_of, grid.table, per_sample_weights=wt, mode="sum")
+        feats = F.embedding_bag(rows_of.reshape(-1, 8), grid.table, per_sample_weights=wt, mode="sum")
         return torch.cat([x, feats.reshape(grid.levels, -1, grid.features).permute(1, 0, 2).reshape(len(x), -1)], -1)
 
     with torch.no_grad():
-        assert torch.equal(encoding_int64(points), grid(points))
+        int64 = lambda x: encoding_points_first(x, torch.int64, masked_primes=False)  # noqa: E731
+        assert torch.equal(encoding_points_first(points), grid(points)) and torch.equal(int64(points), grid(points))
         print("the encoding's forward, 8192 points (inference):")
-        print(f"  {'ours: int32 rows':<28} {seconds(lambda: grid(points), 50) * 1000:7.2f} ms")
-        print(f"  {'int64 rows, full primes':<28} {seconds(lambda: encoding_int64(points), 50) * 1000:7.2f} ms")
+        print(f"  {'ours: points last, int32':<28} {seconds(lambda: grid(points), 50) * 1000:7.2f} ms")
+        print(f"  {'points first, int32':<28} {seconds(lambda: encoding_points_first(points), 50) * 1000:7.2f} ms")
+        print(f"  {'points first, int64':<28} {seconds(lambda: int64(points), 50) * 1000:7.2f} ms")
 
     print("one training step, 8192 points, fp32 (forward, BCE, backward, Adam):")
     grid_network = OccupancyNetwork(encoding="grid", **GRID_DECODER)

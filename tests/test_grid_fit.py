@@ -4,6 +4,7 @@ stopping on held-out points, distance-aware MISE, and the direct field it is mea
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import json
 
 import numpy as np
@@ -17,7 +18,7 @@ from occnet_backend.direct_field import DISTANCE_SCALE, direct_field, direct_fie
 from occnet_backend.extraction import extract_mesh
 from occnet_backend.metrics import evaluate_mesh
 from occnet_backend.models.network import OccupancyNetwork
-from occnet_backend.models.parts import HashGridEncoding
+from occnet_backend.models.parts import HASH_PRIMES, HashGridEncoding
 from occnet_backend.training.early_stopping import HeldOutIoU
 from occnet_contract.settings import EVAL_BOX, FitSettings
 
@@ -38,17 +39,26 @@ def test_grid_backward_equals_autograd_of_the_plain_lookup():
     (out * weights).sum().backward()
     fast = grid.table.grad.clone()
 
-    # the same interpolation with PyTorch's own indexing backward
+    # the same interpolation written plainly, corner by corner, with PyTorch's own indexing backward
     table = grid.table.detach().clone().requires_grad_(True)
     unit = ((points + grid.box) / (2 * grid.box)).clamp(0, 1)
-    cells = grid.cells.view(-1, 1, 1)
-    position = unit.unsqueeze(0) * cells
-    lower = torch.minimum(position.floor().long(), cells - 1)
-    frac = position - lower
-    index = grid.corner_index(torch.stack([lower, lower + 1], -1))
-    w = torch.stack([1 - frac, frac], -1)
-    corner_w = (w[..., 0, :, None, None] * w[..., 1, None, :, None] * w[..., 2, None, None, :]).reshape(4, -1, 8)
-    features = (table[index] * corner_w.unsqueeze(-1)).sum(2).permute(1, 0, 2).reshape(500, -1)
+    features = []
+    for level, r in enumerate(grid.resolutions):
+        position = unit * r
+        lower = torch.minimum(position.floor().long(), torch.tensor(r - 1))
+        frac = position - lower
+        level_features = 0
+        for corner in itertools.product((0, 1), repeat=3):
+            at = lower + torch.tensor(corner)
+            if level < grid.num_dense:
+                row = (at[:, 0] * (r + 1) + at[:, 1]) * (r + 1) + at[:, 2]
+            else:
+                hashed = [(at[:, axis] * prime) % grid.table_size for axis, prime in enumerate(HASH_PRIMES)]
+                row = hashed[0] ^ hashed[1] ^ hashed[2]
+            weight = torch.prod(torch.where(torch.tensor(corner).bool(), frac, 1 - frac), dim=1, keepdim=True)
+            level_features = level_features + weight * table[row + int(grid.offsets[level])]
+        features.append(level_features)
+    features = torch.cat(features, dim=1)
     assert torch.allclose(features, out[:, 3:].detach(), atol=1e-7)
     (features * weights[:, 3:]).sum().backward()
     assert torch.allclose(fast, table.grad, atol=1e-6)
@@ -63,7 +73,7 @@ def test_grid_levels_stay_inside_their_tables():
     grid = HashGridEncoding()
     assert grid.resolutions[0] == 16 and grid.resolutions[-1] == 256 and 0 < grid.num_dense < grid.levels
     for level, r in enumerate(grid.resolutions):
-        extreme = torch.tensor([[0, r], [0, r], [0, r]]).expand(grid.levels, 1, 3, 2)
+        extreme = torch.tensor([0, r - 1]).expand(grid.levels, 3, 2)  # the first and the last cell per axis
         index = grid.corner_index(extreme)[level]
         size = min((r + 1) ** 3, grid.table_size)
         assert int(index.min()) >= int(grid.offsets[level]) and int(index.max()) < int(grid.offsets[level]) + size
