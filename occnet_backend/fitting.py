@@ -117,6 +117,8 @@ def fit_meshes(
     Raises ValueError (MeshError, DatasetError...) with a message naming the bad input.
     """
     from occnet_backend.data.folder import load_samples, prepare_dataset
+    from occnet_backend.data.folder import mesh_path as report_mesh_path
+    from occnet_backend.data.meshes import load_mesh
     from occnet_backend.data.dataset import OccupancyDataset
     from occnet_backend.data.sampling import SamplingConfig
     from occnet_backend.training.trainer import OccupancyTrainer
@@ -145,10 +147,11 @@ def fit_meshes(
         return FitResult([], {}, None, {}, "cancelled", [])
     timings["prepare_s"] = time.perf_counter() - start
     samples = {sid: load_samples(out_dir / "data", sid) for sid in report.shapes}
+    sources = {sid: load_mesh(report_mesh_path(out_dir / "data", sid)) for sid in report.shapes}
 
     start = time.perf_counter()
     try:
-        write_previews(out_dir, samples, events)
+        write_previews(out_dir, samples, sources, events)
     except KeyboardInterrupt:
         log.warning("cancelled while writing the previews")
         return FitResult([], {}, None, {}, "cancelled", [])
@@ -192,7 +195,8 @@ def fit_meshes(
     events.emit("stage", name="extract")
     per_shape, mesh_paths = {}, {}
     with signals_deferred() as stop:
-        status = _extract_and_evaluate(model, shape_ids, samples, s, out_dir, events, per_shape, mesh_paths, stop)
+        status = _extract_and_evaluate(model, shape_ids, samples, sources, s, out_dir, events, per_shape, mesh_paths,
+                                       stop)
         if status == "cancelled":
             return FitResult(shape_ids, mesh_paths, checkpoint, {}, status, history)
         plot_training_curves(history, out_dir / "training_curve.png", title="fit")
@@ -218,15 +222,15 @@ def held_out_iou(model: torch.nn.Module, dataset):
     return HeldOutIoU(evaluate)
 
 
-def write_previews(out_dir: Path, samples: dict, events: EventWriter) -> None:
+def write_previews(out_dir: Path, samples: dict, sources: dict, events: EventWriter) -> None:
     """Each shape's direct field (its own signed distance, no network) at PREVIEW_RESOLUTION, as
-    OUT/preview/<id>.ply in the input's coordinates, announced by a `preview` event."""
-    from occnet_backend.data.folder import mesh_path as report_mesh_path
-    from occnet_backend.data.meshes import load_mesh, to_unit_cube
+    OUT/preview/<id>.ply in the input's coordinates, announced by a `preview` event. `sources`:
+    each shape's `LoadedMesh` (its copy in the dataset folder)."""
+    from occnet_backend.data.meshes import to_unit_cube
     from occnet_backend.direct_field import direct_field_mesh
 
     for sid, sample in samples.items():
-        source = load_mesh(report_mesh_path(out_dir / "data", sid))
+        source = sources[sid]
         # the quick distance: a preview should come in a second, and its surface is the same but for
         # specks inside overlapping parts (the exact one costs a heatsink's 5 s preview 3 s more)
         mesh = direct_field_mesh(to_unit_cube(source.vertices, sample["center"], sample["scale"]), source.faces,
@@ -236,14 +240,13 @@ def write_previews(out_dir: Path, samples: dict, events: EventWriter) -> None:
         events.emit("preview", shape_id=sid, path=str(path.resolve()))
 
 
-def _extract_and_evaluate(model, shape_ids: list[str], samples: dict, s: FitSettings, out_dir: Path,
+def _extract_and_evaluate(model, shape_ids: list[str], samples: dict, sources: dict, s: FitSettings, out_dir: Path,
                           events: EventWriter, per_shape: dict, mesh_paths: dict, stop) -> str:
     """Stages 3 and 4 for every shape; 'cancelled' when `stop()` turned true between two steps.
     A signal never interrupts scipy or marching cubes (a KeyboardInterrupt raised inside cKDTree
     once crashed the process with a segmentation fault)."""
-    from occnet_backend.data.folder import mesh_path as report_mesh_path
     from occnet_backend.extraction import extract_mesh
-    from occnet_backend.data.meshes import load_mesh, to_unit_cube
+    from occnet_backend.data.meshes import to_unit_cube
     from occnet_backend.metrics import evaluate_mesh
     from occnet_backend.viz import mesh_occupancy_fn, plot_occupancy_slices
 
@@ -270,7 +273,7 @@ def _extract_and_evaluate(model, shape_ids: list[str], samples: dict, s: FitSett
         )
         if stop():
             return "cancelled"
-        source = load_mesh(report_mesh_path(out_dir / "data", sid))
+        source = sources[sid]
         plot_occupancy_slices(
             logit_fn, mesh_occupancy_fn(to_unit_cube(source.vertices, sample["center"], sample["scale"]), source.faces),
             out_dir / f"slices_{sid}.png", logits=True, title=f"{sid}: prediction vs labels",
