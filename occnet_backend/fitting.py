@@ -63,8 +63,9 @@ class _EtaAfterTraining:
     (extraction, evaluation, pictures), so that the add-on's ETA is the time to the result.
 
     The estimate is measured, not exact: evaluations MISE needs at a resolution (~100k at 128³,
-    growing ~res^1.7), network inference at ~1.5x the training rate in points/s, and about 1.5 s per
-    shape of metrics and slice pictures (2 CPU cores; BENCHMARKS.md)."""
+    growing ~res^1.7), network inference at ~3.5x the training rate in points/s (a grid network: the
+    nut's 825k evaluations at 877k/s vs 234k/s in training), and about 1.5 s per shape of metrics and
+    slice pictures (2 CPU cores; BENCHMARKS.md)."""
 
     def __init__(self, events: EventWriter, num_shapes: int, resolution: int):
         self.events, self.num_shapes, self.resolution = events, num_shapes, resolution
@@ -75,7 +76,7 @@ class _EtaAfterTraining:
 
     def after_training_s(self, points_per_s: float) -> float:
         evaluations = 100_000 * (self.resolution / 128) ** 1.7
-        return self.num_shapes * (evaluations / (1.5 * max(points_per_s, 1.0)) + 1.5) + 0.5
+        return self.num_shapes * (evaluations / (3.5 * max(points_per_s, 1.0)) + 1.5) + 0.5
 
     def emit(self, event: str, **fields) -> None:
         if event == "progress" and fields.get("eta_s") is not None and fields.get("points_per_s"):
