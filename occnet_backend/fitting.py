@@ -62,8 +62,8 @@ class _EtaAfterTraining:
     """The trainer's events, with each progress ETA extended by what `fit` does after training
     (extraction, evaluation, pictures), so that the add-on's ETA is the time to the result.
 
-    The estimate is measured, not exact: evaluations MISE needs at a resolution (~100k at 128³,
-    growing ~res^1.7), network inference at ~3.5x the training rate in points/s (a grid network: the
+    The estimate is measured, not exact: evaluations MISE needs at a resolution (0.2-1.1 M at 128³ for
+    a grid network's distance-aware MISE, ~600k typical, growing ~res^1.7), network inference at ~3.5x the training rate in points/s (a grid network: the
     nut's 825k evaluations at 877k/s vs 234k/s in training), and about 1.5 s per shape of metrics and
     slice pictures (2 CPU cores; BENCHMARKS.md)."""
 
@@ -75,7 +75,7 @@ class _EtaAfterTraining:
         return self.events.enabled
 
     def after_training_s(self, points_per_s: float) -> float:
-        evaluations = 100_000 * (self.resolution / 128) ** 1.7
+        evaluations = 600_000 * (self.resolution / 128) ** 1.7
         return self.num_shapes * (evaluations / (3.5 * max(points_per_s, 1.0)) + 1.5) + 0.5
 
     def emit(self, event: str, **fields) -> None:
