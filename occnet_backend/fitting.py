@@ -62,10 +62,10 @@ class _EtaAfterTraining:
     """The trainer's events, with each progress ETA extended by what `fit` does after training
     (extraction, evaluation, pictures), so that the add-on's ETA is the time to the result.
 
-    The estimate is measured, not exact: evaluations MISE needs at a resolution (0.2-1.1 M at 128³ for
-    a grid network's distance-aware MISE, ~600k typical, growing ~res^1.7), network inference at ~3.5x the training rate in points/s (a grid network: the
-    nut's 825k evaluations at 877k/s vs 234k/s in training), and about 1.5 s per shape of metrics and
-    slice pictures (2 CPU cores; BENCHMARKS.md)."""
+    The estimate is measured, not exact: evaluations MISE needs at a resolution (0.2-1.1 M at 128³
+    for a grid network's distance-aware MISE, ~600k typical, growing ~res^1.7), network inference at
+    ~3.5x the training rate in points/s (the nut's 825k evaluations at 877k/s vs 234k/s in training),
+    and about 1.5 s per shape of metrics and slice pictures (2 CPU cores; BENCHMARKS.md)."""
 
     def __init__(self, events: EventWriter, num_shapes: int, resolution: int):
         self.events, self.num_shapes, self.resolution = events, num_shapes, resolution
