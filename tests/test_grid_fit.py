@@ -92,6 +92,24 @@ def test_grid_network_round_trips_its_config_and_rejects_a_bad_one():
         OccupancyNetwork(distance_scale=0.0)
 
 
+def test_a_model_of_more_shapes_gets_more_grid_features_and_round_trips_them():
+    from occnet_backend.fitting import build_model, grid_features
+
+    assert [grid_features(n) for n in (1, 2, 4, 5, 8, 9)] == [2, 2, 2, 4, 4, 6]
+    model = build_model(8, FitSettings())
+    assert model.encoding.features == 4 and model.config["grid_features"] == 4
+    assert model.encoding.dim_output == 3 + model.encoding.levels * 4
+    again = type(model)(**model.config)
+    again.load_state_dict(model.state_dict())
+    points = torch.rand(64, 3) - 0.5
+    assert torch.equal(model.predict_logits(points, shape_index=7), again.predict_logits(points, shape_index=7))
+    # a checkpoint written before the setting existed names no grid_features: 2, as it was trained
+    legacy = {k: v for k, v in build_model(1, FitSettings()).config.items() if k != "grid_features"}
+    assert OccupancyNetwork(**legacy).encoding.features == 2
+    with pytest.raises(ValueError, match="grid_features must be an integer >= 1"):
+        OccupancyNetwork(encoding="grid", grid_features=0)
+
+
 def thin_plate() -> trimesh.Trimesh:
     """A 0.012-thick plate: thinner than a 32³ cell (0.034), so no 32³ node lies inside it."""
     plate = trimesh.creation.box((0.9, 0.9, 0.012))

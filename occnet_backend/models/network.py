@@ -113,12 +113,15 @@ class OccupancyNetwork(nn.Module):
         encoder_points: int = 1024,
         encoding: str = "fourier",
         distance_scale: float | None = None,
+        grid_features: int = 2,
     ):
         super().__init__()
         if distance_scale is not None and not distance_scale > 0:
             raise ValueError(f"distance_scale must be > 0 or None, got {distance_scale}")
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+        if isinstance(grid_features, bool) or not isinstance(grid_features, int) or grid_features < 1:
+            raise ValueError(f"grid_features must be an integer >= 1 (features per grid level), got {grid_features!r}")
         if dim_hidden < 1 or num_layers < 1 or dim_condition < 0:
             raise ValueError(f"dim_hidden and num_layers must be >= 1 and dim_condition >= 0, got {dim_hidden}, "
                              f"{num_layers}, {dim_condition}")
@@ -146,6 +149,8 @@ class OccupancyNetwork(nn.Module):
         )
         if encoding != "fourier":  # absent from checkpoints written before the grid existed
             self.config.update(encoding=encoding)
+        if encoding == "grid":  # absent from checkpoints written before it could be chosen: 2
+            self.config.update(grid_features=grid_features)
         if distance_scale is not None:
             self.config.update(distance_scale=float(distance_scale))
         self.distance_scale = distance_scale
@@ -168,7 +173,7 @@ class OccupancyNetwork(nn.Module):
             nn.init.normal_(self.codes.weight, 0.0, code_init_std)
         self.encoder = PointNetEncoder(dim_condition, dim_hidden) if encoder == "pointnet" else None
         if encoding == "grid":
-            self.encoding: nn.Module = HashGridEncoding(dim_input, box=TRAIN_BOX)
+            self.encoding: nn.Module = HashGridEncoding(dim_input, features=grid_features, box=TRAIN_BOX)
             dim_encoded = self.encoding.dim_output
         elif fourier_frequencies > 0:
             self.encoding = FourierFeatures(dim_input, fourier_frequencies, fourier_scale)
@@ -454,6 +459,7 @@ class ConditionalOccupancyNetwork(OccupancyNetwork):
         chunk_size: int = 8192,
         encoding: str = "fourier",
         distance_scale: float | None = None,
+        grid_features: int = 2,
     ):
         if dim_condition < 1:
             raise ValueError(f"dim_condition must be >= 1, got {dim_condition}")
@@ -461,7 +467,8 @@ class ConditionalOccupancyNetwork(OccupancyNetwork):
                          fourier_frequencies=fourier_frequencies, fourier_scale=fourier_scale, chunk_size=chunk_size,
                          dim_condition=dim_condition, num_shapes=num_shapes, encoder=encoder, norm=norm,
                          code_init_std=code_init_std, code_regularization=code_regularization,
-                         encoder_points=encoder_points, encoding=encoding, distance_scale=distance_scale)
+                         encoder_points=encoder_points, encoding=encoding, distance_scale=distance_scale,
+                         grid_features=grid_features)
 
 
 def _as_code(model: OccupancyNetwork, value: Any) -> torch.Tensor:
