@@ -126,8 +126,7 @@ def fit_meshes(
 
     Raises ValueError (MeshError, DatasetError...) with a message naming the bad input.
     """
-    from occnet_backend.data.folder import load_samples, prepare_dataset
-    from occnet_backend.data.folder import mesh_path as report_mesh_path
+    from occnet_backend.data.folder import load_samples, mesh_path as report_mesh_path, prepare_dataset
     from occnet_backend.data.meshes import load_mesh
     from occnet_backend.data.dataset import OccupancyDataset
     from occnet_backend.data.sampling import SamplingConfig

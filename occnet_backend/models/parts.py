@@ -106,10 +106,10 @@ class HashGridEncoding(nn.Module):
     def corner_index(self, lower: torch.Tensor) -> torch.Tensor:
         """Lower corners of each point's cells [L, 3, N] -> rows of `table` of the cells' 8 corners
         [L, 8, N], int32, corner k = 4a + 2b + c at lower + (a, b, c). int32: every row and every
-        product below fits, and makes the whole encoding ~1.5x faster on a CPU than int64
-        (bench/grid.py). A hashed level keeps only the low bits of corner x prime, which depend
-        only on the prime's low bits: the primes are stored masked. Points are the last, contiguous
-        axis, so every broadcast below runs over long rows (2x faster than points first)."""
+        product below fits, in half the memory of int64 (bench/grid.py compares both). A hashed level
+        keeps only the low bits of corner x prime, which depend only on the prime's low bits: the
+        primes are stored masked. Points are the last, contiguous axis, so every broadcast below runs
+        over long rows (2x faster than points first)."""
         lower = lower.int()
         corners = torch.stack([lower, lower + 1], 2)  # [L, 3, 2, N]
         parts = []
