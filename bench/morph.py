@@ -12,7 +12,8 @@ and airplane inside the pyvista wheel), in one run and at `fit`'s defaults:
   reconstructions; and, for reference, the extra components of the same blend of the exact fields
   (the source meshes' signed distances, no network, no part filter);
 - the time of slider moves at 128³ in `serve` (what the add-on's sliders call): the first shape
-  alone, then the half-way blend with the second shape, then two morph steps of 0.1;
+  alone, then the half-way blend with the second shape, then two morph steps of 0.1; on a cold
+  server (the baseline) and on one that warmed its shapes' grids while idle (what `serve` does);
 - a strip picture per path (PNG) into --out.
 
     .venv/bin/python bench/morph.py [--sizes 2 4 8] [--steps 600] [--amp off] [--path-resolution 64] [--out out/bench_morph]
@@ -201,14 +202,21 @@ def main() -> None:
                   f"{m['extra_components']:+d} (exact fields {reference['extra_components']:+d})  volume jump "
                   f"{m['volume_jump']:.2f} ({reference['volume_jump']:.2f})  area jump {m['area_jump']:.2f} "
                   f"({reference['area_jump']:.2f})  endpoints = own {m['endpoint_equal']}", flush=True)
-        server = SliderServer(load_shape_model(result.checkpoint, "cpu"), work / f"serve_{n}")
         a, b = names[0], names[1]
         moves = [("own shape", {"shape": a})] + [
             (f"{1 - t:.1f} {a} + {t:.1f} {b}", {"weights": [1 - t if s == a else t if s == b else 0.0 for s in ids]})
             for t in (0.5, 0.6, 0.7)]
-        for label, request in moves:
-            stats = server.extract({"resolution": 128, **request})["stats"]
-            print(f"  slider at 128³, {label:24s} {stats['total_seconds']:.2f} s, {stats['evaluations']:7d} evaluations")
+        for warm in (False, True):
+            server = SliderServer(load_shape_model(result.checkpoint, "cpu"), work / f"serve_{n}_{warm}")
+            if warm:
+                start = time.perf_counter()
+                for _ in server.warm_up():
+                    pass
+                print(f"  serve's warm-up while idle (the {n} shapes' grids at 128³): {time.perf_counter() - start:.2f} s")
+            for label, request in moves:
+                stats = server.extract({"resolution": 128, **request})["stats"]
+                print(f"  slider at 128³, {'warmed' if warm else 'cold':6s} server, {label:24s} "
+                      f"{stats['total_seconds']:.2f} s, {stats['evaluations']:7d} evaluations")
         strip(paths[:6], args.out / f"morph_paths_n{n}.png")
     print(f"\nstrips: {args.out}/morph_paths_n*.png; work folder {work}")
 

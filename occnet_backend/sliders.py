@@ -6,7 +6,9 @@ stays loaded, and keeps a `GridCache` per learned shape (a model that blends fie
 Σ wᵢ·fᵢ of those shapes, so a node evaluated once serves every blend) or per distinct blend (a
 model that blends codes). A threshold change only evaluates the few grid nodes the new surface
 needs, a resolution change reuses all coarser MISE levels, and a morph slider's small step reuses
-most of the previous blend's nodes.
+most of the previous blend's nodes. While no request waits, the server fills the learned shapes'
+caches at the fit's resolution and threshold (`warm_up`), so the first slider move after a
+reconstruction pays only for the nodes its blend adds (BENCHMARKS.md, "Warm shapes").
 
 Protocol (``occnet_contract.protocol``; one request per line on stdin, one response per line on
 stdout, after a ``ready`` event):
@@ -15,7 +17,8 @@ stdout, after a ``ready`` event):
      "weights": [1, 0, ...] | "shape": "shape_id" | (neither: the first shape)}
     -> {"id": 1, "ok": true, "path": ".../mesh-000001.ply", "vertices": V, "faces": F,
         "stats": {"evaluations": ..., "seconds": ..., ...}}
-    {"id": 2, "command": "info"}  -> {"id": 2, "ok": true, "shapes": [...], "device": ..., ...}
+    {"id": 2, "command": "info"}  -> {"id": 2, "ok": true, "shapes": [...], "device": ...,
+                                      "warmed": [the shapes whose grids are cached]}
     {"id": 3, "command": "quit"}  -> {"id": 3, "ok": true} and the server exits
 
 A bad request gets {"id": ..., "ok": false, "error": "..."}; the server keeps running. EOF ends it.
@@ -26,16 +29,20 @@ the blended normalisation), as binary PLY, atomically.
 from __future__ import annotations
 
 import json
+import queue
+import sys
+import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 import torch
 
 from occnet_backend.events import EventWriter
-from occnet_backend.extraction import METHODS, CachedField, FieldBlend, GridCache, extract_mesh, min_part_for
+from occnet_backend.extraction import (METHODS, CachedField, FieldBlend, GridCache, extract_mesh, min_part_for,
+                                       mise_grid, threshold_to_logit)
 from occnet_contract.ply import write_ply
 from occnet_contract.protocol import encode_response
 from occnet_contract.settings import FitSettings, check_resolution
@@ -43,6 +50,9 @@ from occnet_contract.settings import FitSettings, check_resolution
 MAX_CACHED_SHAPES = 4
 """Blends of a code-blending model kept cached (each up to ~85 MB at 256³). A field-blending model
 keeps one cache per learned shape instead (the add-on fits 2-10)."""
+WARM_AFTER_IDLE_S = 0.25
+"""`serve` warms the shapes' caches once no request has come for this long (a slider drag sends
+one every 0.15 s at most), so warming never delays a burst of requests."""
 
 
 class ShapeModel:
@@ -55,6 +65,8 @@ class ShapeModel:
         distance_scale: the model's, when its logits are distance-like (see `extraction.mise_grid`).
         blends_fields: whether a blend's logits are Σ wᵢ·(shape i's logits) (`OccupancyNetwork.
             blends_fields`), which lets the shapes' caches serve every blend.
+        settings: the fit's settings (its resolution and threshold are where `warm_up` fills the
+            caches: the result's sliders start there).
     """
 
     def __init__(
@@ -66,8 +78,10 @@ class ShapeModel:
         device: str = "cpu",
         distance_scale: float | None = None,
         blends_fields: bool = False,
+        settings: FitSettings | None = None,
     ):
         self.logit_fn_for = logit_fn_for
+        self.settings = settings or FitSettings()
         self.distance_scale = distance_scale
         self.blends_fields = blends_fields
         self.shape_ids = list(shape_ids)
@@ -82,11 +96,15 @@ def load_shape_model(checkpoint: str | Path, device: str = "auto") -> ShapeModel
     from occnet_backend.training.precision import resolve_device
 
     model, payload = load_fit_checkpoint(checkpoint)
+    try:
+        settings = FitSettings(**{k: payload["settings"][k] for k in ("resolution", "threshold")}).validate()
+    except (KeyError, TypeError, ValueError):  # an older or hand-made checkpoint: warm at the defaults
+        settings = FitSettings()
     device = resolve_device(device)
     model.to(device).eval()
     return ShapeModel(lambda weights: model.logit_fn(weights=weights), payload["shape_ids"], payload["centers"].numpy(), payload["scales"].numpy(),
                       device=str(device), distance_scale=model.distance_scale,
-                      blends_fields=model.blends_fields)
+                      blends_fields=model.blends_fields, settings=settings)
 
 
 class SliderServer:
@@ -96,6 +114,7 @@ class SliderServer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.caches: OrderedDict[tuple, GridCache] = OrderedDict()
         self.shape_fields: dict[int, CachedField] = {}
+        self.warmed: list[str] = []
         self.counter = 0
 
     def _weights(self, request: dict) -> np.ndarray:
@@ -105,13 +124,9 @@ class SliderServer:
         if "shape" in request:
             if request["shape"] not in self.model.shape_ids:
                 raise ValueError(f"unknown shape {request['shape']!r}; known shapes: {self.model.shape_ids}")
-            weights = np.zeros(n)
-            weights[self.model.shape_ids.index(request["shape"])] = 1.0
-            return weights
+            return self._one_hot(self.model.shape_ids.index(request["shape"]))
         if "weights" not in request:
-            weights = np.zeros(n)
-            weights[0] = 1.0
-            return weights
+            return self._one_hot(0)
         try:
             weights = np.asarray(request["weights"], dtype=np.float64)
         except (TypeError, ValueError):
@@ -147,11 +162,28 @@ class SliderServer:
         for i, w in enumerate(weights):
             if w:
                 if i not in self.shape_fields:
-                    one = np.zeros(len(weights))
-                    one[i] = 1.0
-                    self.shape_fields[i] = CachedField(self.model.logit_fn_for(one), GridCache())
+                    self.shape_fields[i] = CachedField(self.model.logit_fn_for(self._one_hot(i)), GridCache())
                 terms.append((float(w), self.shape_fields[i]))
         return FieldBlend(terms), None
+
+    def _one_hot(self, index: int) -> np.ndarray:
+        weights = np.zeros(len(self.model.shape_ids))
+        weights[index] = 1.0
+        return weights
+
+    def warm_up(self) -> Iterator[None]:
+        """Fills one learned shape's grid cache per step, at the fit's resolution and threshold.
+
+        A model that blends fields warms every shape: each blend reuses them all. A model that blends
+        codes caches per blend, so only the shapes its cache keeps (`MAX_CACHED_SHAPES`) are warmed.
+        """
+        resolution, level = self.model.settings.resolution, threshold_to_logit(self.model.settings.threshold)
+        count = len(self.model.shape_ids) if self.model.blends_fields else min(len(self.model.shape_ids), MAX_CACHED_SHAPES)
+        for index in range(count):
+            field, cache = self._field(self._one_hot(index))
+            mise_grid(field, resolution, level, cache=cache, distance_scale=self.model.distance_scale)
+            self.warmed.append(self.model.shape_ids[index])
+            yield
 
     def extract(self, request: dict) -> dict:
         defaults = FitSettings()
@@ -192,7 +224,8 @@ class SliderServer:
             if command == "extract":
                 return {"id": rid, "ok": True, **self.extract(request)}, True
             if command == "info":
-                return {"id": rid, "ok": True, "shapes": self.model.shape_ids, "device": self.model.device}, True
+                return {"id": rid, "ok": True, "shapes": self.model.shape_ids, "device": self.model.device,
+                        "warmed": list(self.warmed)}, True
             if command == "quit":
                 return {"id": rid, "ok": True}, False
             raise ValueError(f"unknown command {command!r}; use 'extract', 'info' or 'quit'")
@@ -204,22 +237,56 @@ class SliderServer:
             return {"id": rid, "ok": False, "error": f"the request failed ({type(err).__name__}: {err})"}, True
 
     def serve(self, stdin: TextIO, stdout: TextIO, events: EventWriter) -> None:
+        """Answers each line of `stdin` in order until EOF or `quit`; warms the caches in between.
+
+        A reader thread queues the lines, so the loop can tell "no request waits" from "one does":
+        once none has come for `WARM_AFTER_IDLE_S`, it warms one shape at a time, and a request that
+        comes meanwhile waits for that one shape only (~0.1-0.3 s at 128³ on 2 cores)."""
         events.emit("ready", shapes=self.model.shape_ids, device=self.model.device)
-        for line in stdin:  # bytes (the command reads stdin.buffer) or text
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=_read_lines, args=(stdin, lines), daemon=True).start()
+        warming: Iterator[None] | None = self.warm_up()
+        idle = WARM_AFTER_IDLE_S
+        while True:
             try:
-                text = line.decode("utf-8") if isinstance(line, bytes) else line
-            except UnicodeDecodeError as err:
-                response, keep = {"ok": False, "error": f"a request must be UTF-8 text ({err})"}, True
-            else:
-                if not text.strip():
-                    continue
+                line = lines.get(timeout=idle) if warming is not None else lines.get()
+            except queue.Empty:
+                idle = 0.0
                 try:
-                    request = json.loads(text)
-                except (json.JSONDecodeError, RecursionError) as err:
-                    response, keep = {"ok": False, "error": f"not valid JSON: {err}"}, True
-                else:
-                    response, keep = self.handle(request)
+                    next(warming)
+                except StopIteration:
+                    warming = None
+                except Exception as err:  # noqa: BLE001 - warming only saves time: a request reports the fault
+                    print(f"warning: warming the sliders' caches stopped ({type(err).__name__}: {err})", file=sys.stderr)
+                    warming = None
+                continue
+            if line is None:
+                break
+            idle = WARM_AFTER_IDLE_S
+            response, keep = self._answer(line)
             stdout.write(encode_response(response))
             stdout.flush()
             if not keep:
                 break
+
+    def _answer(self, line: bytes | str) -> tuple[dict, bool]:
+        """One line of stdin (bytes: the command reads stdin.buffer, or text) -> (response, keep_running)."""
+        try:
+            text = line.decode("utf-8") if isinstance(line, bytes) else line
+        except UnicodeDecodeError as err:
+            return {"ok": False, "error": f"a request must be UTF-8 text ({err})"}, True
+        try:
+            request = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as err:
+            return {"ok": False, "error": f"not valid JSON: {err}"}, True
+        return self.handle(request)
+
+
+def _read_lines(stdin: TextIO, lines: queue.Queue) -> None:
+    """Queues the non-blank lines of `stdin`, then None at EOF."""
+    try:
+        for line in stdin:
+            if line.strip():
+                lines.put(line)
+    finally:
+        lines.put(None)

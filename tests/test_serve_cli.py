@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,32 @@ def serve(checkpoint, requests, tmp_path):
         [sys.executable, "-m", "occnet_backend", "serve", "--checkpoint", str(checkpoint), "--out", str(tmp_path),
          "--device", "cpu"], cwd=REPO, input=lines, capture_output=True, text=True, timeout=300)
     return result, [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_serve_warms_the_shape_while_idle_so_the_first_slider_move_evaluates_nothing(sphere_checkpoint, tmp_path):
+    path, _ = sphere_checkpoint
+    server = subprocess.Popen(
+        [sys.executable, "-m", "occnet_backend", "serve", "--checkpoint", str(path), "--out", str(tmp_path), "--device", "cpu"],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(server.stdout.readline())["event"] == "ready"
+        deadline = time.monotonic() + 120
+        while True:
+            server.stdin.write(json.dumps({"id": 1, "command": "info"}) + "\n")
+            server.stdin.flush()
+            if json.loads(server.stdout.readline())["warmed"] == ["ball"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        server.stdin.write(json.dumps({"id": 2, "resolution": 128, "threshold": 0.5}) + "\n")  # the fit's (defaults)
+        server.stdin.flush()
+        move = json.loads(server.stdout.readline())
+        assert move["ok"] and move["stats"]["evaluations"] == 0, move
+        assert trimesh.load(move["path"]).is_watertight
+    finally:
+        server.stdin.close()
+        assert server.wait(timeout=60) == 0, server.stderr.read()[-2000:]
+        server.stdout.close()
+        server.stderr.close()
 
 
 def test_checkpoint_round_trip_gives_the_same_function(sphere_checkpoint):

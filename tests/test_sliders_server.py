@@ -68,3 +68,26 @@ def test_serve_loop_answers_each_line_and_ends_on_eof(tmp_path):
     assert lines[1]["shapes"] == ["small", "large"]
     assert lines[2]["ok"] is False and "not valid JSON" in lines[2]["error"]
     assert lines[3]["ok"] and lines[3]["id"] == 2
+
+
+def two_spheres_fields():
+    """Two spheres as a model that blends fields: logits are -30 x their signed distances."""
+    spheres = [(np.array([-0.2, 0, 0]), 0.15), (np.array([0.2, 0, 0]), 0.25)]
+
+    def logit_fn_for(weights):
+        return lambda p: sum(w * (r - np.linalg.norm(p - c, axis=1)) * 30 for w, (c, r) in zip(weights, spheres))
+
+    return ShapeModel(logit_fn_for, ["left", "right"], centers=[[0, 0, 0]] * 2, scales=[1.0, 1.0],
+                      distance_scale=1 / 30, blends_fields=True)
+
+
+def test_warmed_shapes_make_their_own_extraction_free_and_a_blend_cheaper_with_the_same_mesh(tmp_path):
+    cold, warm = SliderServer(two_spheres_fields(), tmp_path / "cold"), SliderServer(two_spheres_fields(), tmp_path / "warm")
+    assert sum(1 for _ in warm.warm_up()) == 2 and warm.warmed == ["left", "right"]
+    request = {"resolution": 128, "threshold": 0.5, "weights": [0.5, 0.5]}
+    own = warm.extract({"resolution": 128, "threshold": 0.5, "shape": "right"})
+    assert own["stats"]["evaluations"] == 0
+    blend_cold, blend_warm = cold.extract(dict(request)), warm.extract(dict(request))
+    assert blend_warm["stats"]["evaluations"] < 0.8 * blend_cold["stats"]["evaluations"]
+    a, b = trimesh.load(blend_cold["path"]), trimesh.load(blend_warm["path"])
+    assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)

@@ -284,7 +284,8 @@ def prewarm(objects: list[bpy.types.Object]) -> None:
 
     The server's start (torch import + model load) is ~1.1 s of the first slider move on 2 CPU
     cores, where a move on a running server at 128³ takes 0.1-0.3 s (BENCHMARKS.md); started
-    right after a reconstruction, it loads while the user looks at the result. Anything wrong
+    right after a reconstruction, it loads while the user looks at the result, then fills the
+    shapes' grids at the fit's resolution (`serve` warms them while idle). Anything wrong
     (checkpoint gone, no interpreter) is left for the first slider move to report.
     """
     for ob in objects:
