@@ -36,6 +36,7 @@ from occnet_contract.files import atomic_write_json
 from occnet_contract.ply import write_ply
 from occnet_contract.protocol import jsonable
 from occnet_backend.direct_field import DISTANCE_SCALE
+from occnet_backend.training.early_stopping import CHECK_EVERY
 from occnet_contract.settings import EVAL_BOX, PREVIEW_RESOLUTION, TRAIN_BOX, FitSettings
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ FIT_FORMAT = "occnet-fit-1"
 GRID_DECODER = {"dim_hidden": 64, "num_layers": 1}
 """A grid network's decoder: the features carry the detail, so a small one is enough and a step
 costs a third of the Fourier network's (BENCHMARKS.md)."""
+SHAPES_PER_STEP = 4
+"""Shapes in one training step (its `points` split among them): more would thin each shape's points."""
 HOLDOUT_POINTS = 4096
 """Near-surface and uniform points of each shape's cache kept out of training, for early stopping
 (at most a tenth of the cache)."""
@@ -172,18 +175,19 @@ def fit_meshes(
     torch.manual_seed(s.seed)
     encoding = resolve_encoding(s.encoding)
     dataset = OccupancyDataset(out_dir / "data", split="train", seed=s.seed, preload=True,
-                               num_points=max(1, s.points // min(len(report.shapes), 4)),
+                               num_points=max(1, s.points // min(len(report.shapes), SHAPES_PER_STEP)),
                                soft_targets=DISTANCE_SCALE if encoding == "grid" else 0.0,
                                holdout_points=min(HOLDOUT_POINTS, s.cached_points // 20))
     shape_ids = list(dataset.shape_ids)
-    loader = DataLoader(dataset, batch_size=min(len(shape_ids), 4), shuffle=True, drop_last=True,
+    loader = DataLoader(dataset, batch_size=min(len(shape_ids), SHAPES_PER_STEP), shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(s.seed))
     model = build_model(len(shape_ids), s)
+    rounds = steps_per_round(len(shape_ids))
     # SIGINT (the add-on's Cancel) and SIGTERM finish the current step; fit then saves and stops
     trainer = OccupancyTrainer(model, loader, device=device, lr=s.lr, amp=s.amp,
                                events=_EtaAfterTraining(events, len(shape_ids), s.resolution), handle_signals=True,
-                               early_stopping=held_out_iou(model, dataset))
-    history = trainer.train(max_steps=s.steps)
+                               early_stopping=held_out_iou(model, dataset, every=round(CHECK_EVERY * rounds)))
+    history = trainer.train(max_steps=round(s.steps * rounds))
     status = trainer.status
     timings["train_s"] = time.perf_counter() - start
     timings["train_steps"] = trainer.step
@@ -191,7 +195,7 @@ def fit_meshes(
     checkpoint = save_fit_checkpoint(
         out_dir / "checkpoint.pt", model, shape_ids,
         centers=np.stack([samples[sid]["center"] for sid in shape_ids]),
-        scales=np.array([samples[sid]["scale"] for sid in shape_ids]),
+        scales=np.array([samples[sid]["scale"] for sid in shape_ids]), settings=s,
     )
     events.emit("checkpoint", path=str(checkpoint.resolve()))
     if status == "cancelled":
@@ -216,8 +220,18 @@ def fit_meshes(
     return FitResult(shape_ids, mesh_paths, checkpoint, summary, status, history)
 
 
-def held_out_iou(model: torch.nn.Module, dataset):
-    """Early stopping on the mean held-out IoU over the shapes (each with its own code)."""
+def steps_per_round(num_shapes: int) -> float:
+    """Steps in which every shape is trained once: 1 for up to SHAPES_PER_STEP shapes, N/4 beyond.
+    `steps` and the held-out checks' spacing are counted in these rounds, so that each shape of an
+    8-shape model gets the training a shape of a 4-shape one gets: at 600 steps and a check every 25,
+    8 shapes stopped at 375 steps, 0.01-0.13 IoU below their single fits (1200 and 50: 900 steps,
+    within 0.011; BENCHMARKS.md)."""
+    return max(1.0, num_shapes / SHAPES_PER_STEP)
+
+
+def held_out_iou(model: torch.nn.Module, dataset, every: int = CHECK_EVERY):
+    """Early stopping on the mean held-out IoU over the shapes (each with its own code), checked
+    every `every` steps."""
     from occnet_backend.metrics import iou
     from occnet_backend.training.early_stopping import HeldOutIoU
 
@@ -228,7 +242,7 @@ def held_out_iou(model: torch.nn.Module, dataset):
                       h["occupancy"]) for i, h in enumerate(held)]
         return sum(scores) / len(scores)
 
-    return HeldOutIoU(evaluate)
+    return HeldOutIoU(evaluate, every=every)
 
 
 def write_previews(out_dir: Path, samples: dict, sources: dict, events: EventWriter) -> None:
@@ -336,8 +350,9 @@ def check_output_folder(out_dir: Path, inputs: list[Path]) -> None:
 
 
 def save_fit_checkpoint(path: Path, model: torch.nn.Module, shape_ids: list[str], centers: np.ndarray,
-                        scales: np.ndarray) -> Path:
-    """The model (class, config, weights) plus each shape's normalisation, for `serve` and `eval`."""
+                        scales: np.ndarray, settings: FitSettings | None = None) -> Path:
+    """The model (class, config, weights) plus each shape's normalisation, for `serve` and `eval`,
+    and the fit's settings (`serve` warms its caches at their resolution and threshold)."""
     from occnet_backend.training.checkpoints import model_payload, save_checkpoint
 
     return save_checkpoint(path, {
@@ -346,6 +361,7 @@ def save_fit_checkpoint(path: Path, model: torch.nn.Module, shape_ids: list[str]
         "shape_ids": list(shape_ids),
         "centers": torch.as_tensor(centers, dtype=torch.float64),
         "scales": torch.as_tensor(scales, dtype=torch.float64),
+        **({"settings": settings.as_dict()} if settings is not None else {}),
     })
 
 

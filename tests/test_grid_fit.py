@@ -221,12 +221,12 @@ def test_early_stopping_waits_for_patience_and_min_steps():
         HeldOutIoU(lambda: 0.9, average=1.0)
 
 
-def test_the_trainer_measures_and_ends_with_the_better_of_the_averaged_and_its_own_weights():
+def test_the_trainer_ends_with_the_best_measured_of_the_average_the_best_checks_average_and_its_own_weights():
     from torch.utils.data import DataLoader
 
     from occnet_backend import OccupancyTrainer, SyntheticOccupancyDataset
 
-    def train(score):
+    def train(score, full=False):
         torch.manual_seed(0)
         data = SyntheticOccupancyDataset(num_samples=1, shapes=["sphere"], num_points=256, seed=1)
         model = OccupancyNetwork(dim_hidden=16, num_layers=1, encoding="grid")
@@ -247,12 +247,16 @@ def test_the_trainer_measures_and_ends_with_the_better_of_the_averaged_and_its_o
         # two checks of the average, then the end: its own weights, then the average again
         assert seen == pytest.approx([expected[4], expected[9], weights[-1], expected[-1]], abs=1e-6)
         assert abs(weights[-1] - expected[-1]) > 1e-5, "the average differs from the last step's weights"
-        return bias.item(), weights[-1], expected[-1]
+        return (bias.item(), weights[-1], expected[-1]) + ((expected,) if full else ())
 
     final, own, averaged = train(lambda b, weights: 0.5)  # a tie: the average
     assert final == pytest.approx(averaged, abs=1e-6)
     final, own, averaged = train(lambda b, weights: 0.5 + 0.5 * (b == weights[-1]))  # its own measure better
     assert final == pytest.approx(own, abs=1e-6)
+    calls = iter(range(10))
+    final, own, averaged, expected = train(lambda b, weights: 0.9 if next(calls) == 0 else 0.5, full=True)
+    assert final == pytest.approx(expected[4], abs=1e-6), "the first check measured best: its average is kept"
+    assert abs(final - averaged) > 1e-5 and abs(final - own) > 1e-5
 
 
 def test_dataset_soft_targets_and_held_out_points(tmp_path):

@@ -63,6 +63,21 @@ def test_serve_warms_the_shape_while_idle_so_the_first_slider_move_evaluates_not
         server.stderr.close()
 
 
+def test_serve_warms_at_the_fits_resolution_and_ignores_settings_it_cannot_use(sphere_checkpoint, tmp_path):
+    from occnet_backend.sliders import load_shape_model
+    from occnet_backend.training.checkpoints import load_checkpoint, save_checkpoint
+    from occnet_contract.settings import FitSettings
+
+    model, _ = load_fit_checkpoint(sphere_checkpoint[0])
+    path = save_fit_checkpoint(tmp_path / "at64.pt", model, ["ball"], centers=np.zeros((1, 3)), scales=np.ones(1),
+                               settings=FitSettings(resolution=64, threshold=0.4))
+    assert (load_shape_model(path, "cpu").settings.resolution, load_shape_model(path, "cpu").settings.threshold) == (64, 0.4)
+    edited = load_checkpoint(path)
+    edited["settings"] = {"resolution": 100, "threshold": 0.4}  # not a MISE resolution
+    save_checkpoint(tmp_path / "edited.pt", edited)
+    assert load_shape_model(tmp_path / "edited.pt", "cpu").settings.resolution == FitSettings().resolution
+
+
 def test_checkpoint_round_trip_gives_the_same_function(sphere_checkpoint):
     path, _ = sphere_checkpoint
     model, payload = load_fit_checkpoint(path)

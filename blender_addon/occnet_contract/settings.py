@@ -60,7 +60,8 @@ class FitSettings:
     """Everything `occnet_backend fit` takes besides its paths."""
 
     steps: int = setting(600, "most training steps (training ends sooner once the surface stops improving on "
-                         "held-out points)", minimum=1, maximum=1_000_000)
+                         "held-out points); a step trains up to 4 shapes, so N > 4 shapes get N/4 times as many",
+                         minimum=1, maximum=1_000_000)
     points: int = setting(8192, "labelled points per training step, over all shapes", minimum=64, maximum=4_194_304)
     resolution: int = setting(128, "marching-cubes grid of the result, cells per side", choices=RESOLUTIONS)
     threshold: float = setting(0.5, "occupancy probability at which the surface is extracted",
