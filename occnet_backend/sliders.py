@@ -41,8 +41,7 @@ import numpy as np
 import torch
 
 from occnet_backend.events import EventWriter
-from occnet_backend.extraction import (METHODS, CachedField, FieldBlend, GridCache, extract_mesh, min_part_for,
-                                       mise_grid, threshold_to_logit)
+from occnet_backend.extraction import METHODS, CachedField, FieldBlend, GridCache, extract_mesh, min_part_for
 from occnet_contract.ply import write_ply
 from occnet_contract.protocol import encode_response
 from occnet_contract.settings import FitSettings, check_resolution
@@ -172,16 +171,18 @@ class SliderServer:
         return weights
 
     def warm_up(self) -> Iterator[None]:
-        """Fills one learned shape's grid cache per step, at the fit's resolution and threshold.
+        """Fills one learned shape's grid cache per step, at the fit's resolution and threshold: its
+        grid's nodes and its vertices' samples on their edges (a whole extraction, mesh discarded).
 
         A model that blends fields warms every shape: each blend reuses them all. A model that blends
         codes caches per blend, so only the shapes its cache keeps (`MAX_CACHED_SHAPES`) are warmed.
         """
-        resolution, level = self.model.settings.resolution, threshold_to_logit(self.model.settings.threshold)
+        resolution, threshold = self.model.settings.resolution, self.model.settings.threshold
         count = len(self.model.shape_ids) if self.model.blends_fields else min(len(self.model.shape_ids), MAX_CACHED_SHAPES)
         for index in range(count):
             field, cache = self._field(self._one_hot(index))
-            mise_grid(field, resolution, level, cache=cache, distance_scale=self.model.distance_scale)
+            extract_mesh(field, resolution=resolution, threshold=threshold, cache=cache,
+                         distance_scale=self.model.distance_scale)
             self.warmed.append(self.model.shape_ids[index])
             yield
 

@@ -8,7 +8,7 @@ import torch
 import trimesh
 
 from occnet_backend import OccupancyNetwork
-from occnet_backend.extraction import extract_mesh, threshold_to_logit
+from occnet_backend.extraction import BOX_SIZE, EDGE_STEPS, extract_mesh, threshold_to_logit
 
 
 def sphere_logits(radius=0.35, center=(0.05, -0.02, 0.0), sharpness=40.0):
@@ -60,13 +60,44 @@ def test_empty_field_gives_empty_mesh():
 
 @pytest.mark.parametrize("fn", [sphere_logits(), two_blobs_logits], ids=["sphere", "torus+box"])
 def test_mise_matches_dense_with_far_fewer_evaluations(fn):
-    dense = extract_mesh(fn, resolution=128, method="dense")
-    mise = extract_mesh(fn, resolution=128, method="mise")
+    dense = extract_mesh(fn, resolution=128, method="dense", edge_steps=0)
+    mise = extract_mesh(fn, resolution=128, method="mise", edge_steps=0)
     assert dense["stats"]["evaluations"] == 129**3
     assert dense["stats"]["evaluations"] >= 10 * mise["stats"]["evaluations"]
     assert np.array_equal(dense["faces"], mise["faces"])
     assert np.allclose(dense["vertices"], mise["vertices"], atol=1e-5)
     assert volume_iou(dense, mise) >= 0.999
+
+
+def test_vertices_sit_on_the_function_between_nodes_and_stay_on_their_edges():
+    """A field that is not straight between nodes (here quadratic): marching cubes' straight line
+    misses its crossing, the bisections on the function find it."""
+    c, r = np.array([0.05, -0.02, 0.0]), 0.3
+    fn = lambda p: (r**2 - ((p - c) ** 2).sum(axis=1)) * 400.0
+    plain, placed = (extract_mesh(fn, resolution=32, edge_steps=steps) for steps in (0, EDGE_STEPS))
+    assert np.array_equal(plain["faces"], placed["faces"])
+    error = {name: np.abs(np.linalg.norm(m["vertices"] - c, axis=1) - r) for name, m in (("plain", plain), ("placed", placed))}
+    assert np.median(error["placed"]) < np.median(error["plain"]) / 10  # 1/16 in theory
+    assert error["placed"].max() <= error["plain"].max()  # the worst: kept 1% of an edge off a node
+    index = (placed["vertices"] + BOX_SIZE / 2) / (BOX_SIZE / 32)
+    assert ((np.abs(index - np.round(index)) > 1e-3).sum(axis=1) == 1).all()  # each vertex on one grid edge
+    mesh = trimesh.Trimesh(placed["vertices"], placed["faces"])
+    assert mesh.is_watertight and mesh.volume > 0
+
+
+def test_a_wall_thinner_than_a_cell_keeps_its_thickness():
+    """A slab 0.4 cells thick around a node: the straight line between nodes makes it 0.32 cells."""
+    h = BOX_SIZE / 64
+    x0, thickness = 10 * h - BOX_SIZE / 2 + 0.05 * h, 0.4 * h
+    fn = lambda p: (thickness / 2 - np.abs(p[:, 0] - x0)) * 100.0
+
+    def measured(steps: int) -> float:
+        out = extract_mesh(fn, resolution=64, method="dense", edge_steps=steps)
+        v = out["vertices"][np.all(np.abs(out["vertices"][:, 1:]) < 0.4, axis=1)]  # away from the closing caps
+        return float(np.ptp(v[:, 0]))
+
+    assert abs(measured(0) - thickness) > 0.06 * h
+    assert measured(EDGE_STEPS) == pytest.approx(thickness, abs=0.01 * h)
 
 
 def test_threshold_moves_the_surface():
@@ -124,7 +155,10 @@ def test_cache_makes_slider_changes_cheap_and_results_identical():
     moved = extract_mesh(fn, resolution=128, threshold=0.55, cache=cache)
     fresh = extract_mesh(fn, resolution=128, threshold=0.55)
     assert np.array_equal(moved["faces"], fresh["faces"]) and np.allclose(moved["vertices"], fresh["vertices"])
-    assert moved["stats"]["evaluations"] < fresh["stats"]["evaluations"] / 2
+    # the grid's reuse, without the vertices' own samples on their edges (new edges, new samples)
+    grid = dict(cache=cache, edge_steps=0)
+    assert extract_mesh(fn, resolution=128, threshold=0.6, **grid)["stats"]["evaluations"] < \
+        extract_mesh(fn, resolution=128, threshold=0.6, edge_steps=0)["stats"]["evaluations"] / 2
 
     finer = extract_mesh(fn, resolution=256, threshold=0.55, cache=cache)
     fresh_finer = extract_mesh(fn, resolution=256, threshold=0.55)
@@ -132,8 +166,9 @@ def test_cache_makes_slider_changes_cheap_and_results_identical():
     assert finer["stats"]["evaluations"] < fresh_finer["stats"]["evaluations"]
 
     dense = extract_mesh(fn, resolution=64, method="dense", cache=cache)
-    assert extract_mesh(fn, resolution=64, method="dense", threshold=0.3, cache=cache)["stats"]["evaluations"] == 0
-    assert dense["stats"]["evaluations"] == 65**3
+    lower = extract_mesh(fn, resolution=64, method="dense", threshold=0.3, cache=cache)
+    assert 0 < lower["stats"]["evaluations"] <= EDGE_STEPS * len(lower["vertices"])  # no grid node again
+    assert 65**3 < dense["stats"]["evaluations"] <= 65**3 + EDGE_STEPS * len(dense["vertices"])
 
 
 def test_surface_cut_by_the_box_stays_watertight_after_vertex_merging():
