@@ -83,7 +83,8 @@ class FitSettings:
     seed: int = setting(0, "random seed (same seed, same result)", minimum=0, maximum=2**31 - 1)
     cached_points: int = setting(200_000, "labelled points cached per shape by `prepare`", minimum=1000,
                                  maximum=20_000_000)
-    workers: int = setting(2, "processes preparing shapes in parallel", minimum=1, maximum=64)
+    workers: int = setting(1, "processes preparing shapes in parallel (libigl already labels on every core)",
+                           minimum=1, maximum=64)
 
     def validate(self) -> "FitSettings":
         """Every rule at once, so a user fixes all of them in one go; numbers of another numeric
