@@ -4,7 +4,9 @@ MISE (Multiresolution IsoSurface Extraction, Mescheder et al. 2019) evaluates a 
 repeatedly doubles the resolution, evaluating the network only at the corners of cells whose
 corners straddle the threshold; every other value is filled in by trilinear interpolation, which
 keeps its sign, so marching cubes sees the same crossings as on the dense grid with a fraction of
-the network evaluations. Written in numpy: no compiled extension.
+the network evaluations. Marching cubes then places each vertex on the function itself along its
+grid edge (`place_on_edges`), not on the straight line between two node values. Written in numpy:
+no compiled extension.
 
 Grid convention (as in the reference code): `resolution` cells per axis over the box
 [-box_size/2, box_size/2]³, so `resolution + 1` samples per axis. The grid is padded with a very
@@ -375,8 +377,8 @@ def place_on_edges(field: "CachedField | FieldBlend", vertices: np.ndarray, valu
     Why: marching cubes puts a vertex where the straight line between its edge's two node values
     crosses the level. A learned field is not straight between nodes: across a wall thinner than
     a cell it rises and falls within one edge, so the straight line puts the wall's two faces too
-    close together (a 1.5 mm channel's walls came out at about half their thickness) although the
-    network itself has them right. `steps` bisections on the function, then the straight line
+    close together: a thin channel profile's network scored IoU 0.79 on held-out points and its
+    128³ mesh 0.34 (0.67 placed; BENCHMARKS.md). `steps` bisections on the function, then the straight line
     within the last bracket, find its own crossing; vertices stay on their edges, so the mesh keeps
     its connectivity (closed, manifold) and orientation. `values`: the grid marching cubes ran on
     (its node values bracket each edge). Vertices on the closing layer outside the box stay."""
