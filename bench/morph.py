@@ -190,7 +190,7 @@ def main() -> None:
 
         def exact(weights: np.ndarray) -> dict:
             blend = FieldBlend([(w, CachedField(fields[k])) for k, w in enumerate(weights) if w])
-            return extract_mesh(blend, resolution=res, distance_scale=DISTANCE_SCALE)
+            return extract_mesh(blend, resolution=res, distance_scale=DISTANCE_SCALE, edge_steps=0)
 
         for a, b in pairs:
             m = path_metrics(lambda w: model.extract_mesh(res, weights=w), index[a], index[b], len(ids))

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from occnet_backend.events import EventWriter
-from occnet_backend.extraction import METHODS, CachedField, FieldBlend, GridCache, extract_mesh, min_part_for
+from occnet_backend.extraction import METHODS, CachedField, FieldBlend, GridCache, blend_options, extract_mesh
 from occnet_contract.ply import write_ply
 from occnet_contract.protocol import encode_response
 from occnet_contract.settings import FitSettings, check_resolution
@@ -204,7 +204,7 @@ class SliderServer:
             method=method,
             cache=cache,
             distance_scale=self.model.distance_scale,
-            min_part=min_part_for(weights),
+            **blend_options(weights),
         )
         center = weights @ self.model.centers
         scale = float(weights @ self.model.scales)

@@ -13,7 +13,7 @@ import trimesh
 
 from occnet_backend.data.labels import signed_distance
 from occnet_backend.data.meshes import load_mesh, normalization, to_unit_cube
-from occnet_backend.extraction import MORPH_MIN_PART, FieldBlend, drop_small_parts, min_part_for
+from occnet_backend.extraction import EDGE_STEPS, MORPH_MIN_PART, FieldBlend, blend_options, drop_small_parts
 from occnet_backend.metrics import evaluate_mesh
 from occnet_contract.settings import FitSettings
 from test_grid_fit import independent_truth, parts, pyvista_mesh
@@ -31,7 +31,8 @@ def test_small_parts_are_dropped_relative_to_the_largest():
     assert dropped == 1 and len(kept_f) == len(big.faces) and len(kept_v) == len(big.vertices)
     assert trimesh.Trimesh(kept_v, kept_f).volume == pytest.approx(big.volume)
     assert drop_small_parts(v, f, 0.0)[2] == 0 and drop_small_parts(v, f, 0.001)[2] == 0
-    assert min_part_for(None) == min_part_for([0, 1, 0]) == 0.0 and min_part_for([0.5, 0.5, 0]) == MORPH_MIN_PART
+    assert blend_options(None) == blend_options([0, 1, 0]) == {"min_part": 0.0, "edge_steps": EDGE_STEPS}
+    assert blend_options([0.5, 0.5, 0]) == {"min_part": MORPH_MIN_PART, "edge_steps": 0}
     with pytest.raises(ValueError, match="a blend needs at least one shape of non-zero weight"):
         FieldBlend([])
 

@@ -425,11 +425,12 @@ class OccupancyNetwork(nn.Module):
 
         See `occnet_backend.extraction.extract_mesh` for the other arguments and the result.
         """
-        from occnet_backend.extraction import extract_mesh, min_part_for
+        from occnet_backend.extraction import blend_options, extract_mesh
 
         fn = self.logit_fn(condition, weights, shape_index, chunk_size=kwargs.pop("chunk_size", None))
         kwargs.setdefault("distance_scale", self.distance_scale)
-        kwargs.setdefault("min_part", min_part_for(weights))
+        for key, value in blend_options(weights).items():
+            kwargs.setdefault(key, value)
         return extract_mesh(fn, resolution=resolution, threshold=threshold, method=method, **kwargs)
 
     def interpolate(self, start: Any, end: Any, steps: int = 5, **kwargs: Any) -> list[dict]:
