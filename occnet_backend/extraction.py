@@ -48,10 +48,10 @@ def blend_options(weights) -> dict:
     """`extract_mesh`'s `min_part` and `edge_steps` for these weights over the learned shapes (None:
     one shape). A blend of two or more drops its specks (MORPH_MIN_PART) and keeps marching cubes'
     straight line between nodes: where two distance fields nearly cancel, the blend is flat and
-    noisy, and vertices placed exactly on it follow the noise (Suzanne -> torus: the largest area
-    jump along the path 17.0 x the endpoints' difference, 4.5 for the exact fields) while a half-way
-    slider move evaluated 2.2x the nodes (804k, 1.12 s at 128³; BENCHMARKS.md). A shape's own
-    reconstruction keeps every part and places its vertices on the network."""
+    noisy, and vertices placed exactly on it follow the noise (a 4-shape model's Suzanne -> torus
+    path: largest area jump 8.0 x the endpoints' difference placed, 2.8 not, 4.4 for the exact
+    fields), while a half-way slider move evaluated 1.4x the nodes (804k vs 565k, 1.12 vs 0.69 s at
+    128³; BENCHMARKS.md). A shape's own reconstruction keeps every part and places its vertices."""
     blend = weights is not None and np.count_nonzero(np.asarray(weights, dtype=np.float64)) > 1
     return {"min_part": MORPH_MIN_PART if blend else 0.0, "edge_steps": 0 if blend else EDGE_STEPS}
 
@@ -384,8 +384,8 @@ def place_on_edges(field: "CachedField | FieldBlend", vertices: np.ndarray, valu
     crosses the level. A learned field is not straight between nodes: across a wall thinner than
     a cell it rises and falls within one edge, so the straight line puts the wall's two faces too
     close together: a thin channel profile's network scored IoU 0.79 on held-out points and its
-    128³ mesh 0.34 (0.67 placed; BENCHMARKS.md). `steps` bisections on the function, then the straight line
-    within the last bracket, find its own crossing; vertices stay on their edges, so the mesh keeps
+    128³ mesh 0.34 (0.67 placed; BENCHMARKS.md). `steps` bisections on the function, then the
+    straight line within the last bracket, find its own crossing; vertices stay on their edges, so the mesh keeps
     its connectivity (closed, manifold) and orientation. `values`: the grid marching cubes ran on
     (its node values bracket each edge). Vertices on the closing layer outside the box stay."""
     if steps < 1 or not len(vertices):
