@@ -126,15 +126,18 @@ class GridCache:
 
     def lookup(self, resolution: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(values, found) at node numbers `keys` of a sparsely kept grid."""
-        known, values = self.sparse.get(resolution, (np.zeros(0, np.int64), np.zeros(0, np.float32)))
-        at = np.minimum(np.searchsorted(known, keys), max(len(known) - 1, 0))
-        found = known[at] == keys if len(known) else np.zeros(len(keys), bool)
-        return np.where(found, values[at] if len(known) else 0.0, 0.0).astype(np.float32), found
+        if resolution not in self.sparse:
+            return np.zeros(len(keys), np.float32), np.zeros(len(keys), bool)
+        known, values = self.sparse[resolution]
+        at = np.minimum(np.searchsorted(known, keys), len(known) - 1)
+        found = known[at] == keys
+        return np.where(found, values[at], 0.0).astype(np.float32), found
 
     def store(self, resolution: int, keys: np.ndarray, values: np.ndarray) -> None:
         """Keep `values` at node numbers `keys` (none of them kept yet) of a sparsely kept grid."""
-        known, old = self.sparse.get(resolution, (np.zeros(0, np.int64), np.zeros(0, np.float32)))
-        keys, values = np.concatenate([known, keys]), np.concatenate([old, values])
+        if resolution in self.sparse:
+            known, old = self.sparse[resolution]
+            keys, values = np.concatenate([known, keys]), np.concatenate([old, values])
         order = np.argsort(keys, kind="stable")
         self.sparse[resolution] = (keys[order], values[order])
 
@@ -270,7 +273,7 @@ class CachedField:
         """Values at the nodes `index` [N, 3] (each once) of a grid too fine to hold densely."""
         if self.cache is None:
             return self.evaluate(_index_to_points(index, resolution, box_size))
-        keys = (index[:, 0] * (resolution + 1) + index[:, 1]) * (resolution + 1) + index[:, 2]
+        keys = np.ravel_multi_index(tuple(index.T), (resolution + 1,) * 3)
         values, found = self.cache.lookup(resolution, keys)
         need = ~found
         values[need] = self.evaluate(_index_to_points(index[need], resolution, box_size))
@@ -398,17 +401,13 @@ def place_on_edges(field: "CachedField | FieldBlend", vertices: np.ndarray, valu
     if not len(on_edge):
         return vertices
     axis = np.argmax(off_node[on_edge], axis=1)
-    rows = np.arange(len(on_edge))
-    start = np.round(index[on_edge]).astype(np.int64)
-    start[rows, axis] = np.floor(index[on_edge, axis]).astype(np.int64)
-    end = start.copy()
-    end[rows, axis] += 1
-    low, high = values[tuple(start.T)] - level, values[tuple(end.T)] - level
-    crossing = (low >= 0) != (high >= 0)
-    on_edge, axis, start, low, high = on_edge[crossing], axis[crossing], start[crossing], low[crossing], high[crossing]
-    fine = 1 << steps  # every bisection point is a node of the grid `fine` times finer
-    step = np.zeros_like(start)
+    step = np.zeros((len(on_edge), 3), np.int64)  # along the vertex's edge, one node
     step[np.arange(len(on_edge)), axis] = 1
+    start = np.where(step == 1, np.floor(index[on_edge]), np.round(index[on_edge])).astype(np.int64)
+    low, high = values[tuple(start.T)] - level, values[tuple((start + step).T)] - level
+    crossing = (low >= 0) != (high >= 0)
+    on_edge, step, start, low, high = on_edge[crossing], step[crossing], start[crossing], low[crossing], high[crossing]
+    fine = 1 << steps  # every bisection point is a node of the grid `fine` times finer
     k_low, k_high = np.zeros(len(on_edge), np.int64), np.full(len(on_edge), fine, np.int64)
     for _ in range(steps):
         k_mid = (k_low + k_high) // 2

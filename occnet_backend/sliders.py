@@ -180,9 +180,10 @@ class SliderServer:
         resolution, threshold = self.model.settings.resolution, self.model.settings.threshold
         count = len(self.model.shape_ids) if self.model.blends_fields else min(len(self.model.shape_ids), MAX_CACHED_SHAPES)
         for index in range(count):
-            field, cache = self._field(self._one_hot(index))
+            weights = self._one_hot(index)
+            field, cache = self._field(weights)
             extract_mesh(field, resolution=resolution, threshold=threshold, cache=cache,
-                         distance_scale=self.model.distance_scale)
+                         distance_scale=self.model.distance_scale, **blend_options(weights))
             self.warmed.append(self.model.shape_ids[index])
             yield
 
