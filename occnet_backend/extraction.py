@@ -480,6 +480,8 @@ def extract_mesh(
         'method', 'resolution', 'threshold', 'parts_dropped'}} in the coordinates the function takes.
     """
     level = threshold_to_logit(threshold)
+    if isinstance(edge_steps, bool) or not isinstance(edge_steps, (int, np.integer)) or not 0 <= edge_steps <= 8:
+        raise ValueError(f"edge_steps must be a whole number from 0 (plain marching cubes) to 8, got {edge_steps!r}")
     check_resolution(resolution, method, resolution0)
     field = logit_fn if isinstance(logit_fn, FieldBlend) else CachedField(logit_fn, cache)
     counted = field.count

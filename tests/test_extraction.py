@@ -122,6 +122,8 @@ def test_threshold_is_converted_to_a_logit():
         (dict(threshold=float("nan")), "strictly between 0 and 1"),
         (dict(method="marching"), "method must be one of"),
         (dict(resolution=1, method="dense"), "integer >= 2"),
+        (dict(edge_steps=-1), "edge_steps must be a whole number from 0"),
+        (dict(edge_steps=1.5), "edge_steps must be a whole number from 0"),
     ],
 )
 def test_bad_arguments_say_what_to_change(kwargs, message):
