@@ -97,6 +97,46 @@ def test_chunks_give_identical_results(query):
     chunked = winding_numbers(v, f, query[:5000], chunk_size=777)
     np.testing.assert_array_equal(whole, chunked)
     assert winding_numbers(v, f, np.zeros((0, 3))).shape == (0,)
+    assert (winding_numbers(v, f[:0], query[:3]) == 0).all()  # no faces: nothing winds (libigl would crash)
+
+
+def test_split_mesh_keeps_the_surface_and_names_each_face_source():
+    """Slivers (a long thin bar) are split for libigl's trees; the pieces cover exactly the faces
+    they came from, so the distances are the same, and the exposed distance can map them back."""
+    from occnet_backend.data.labels import MAX_EDGE, split_mesh
+
+    bar = trimesh.creation.box((1.0, 0.01, 0.01))
+    v, f, source = split_mesh(bar.vertices, bar.faces)
+    assert len(f) > 10 * len(bar.faces) and source.shape == (len(f),) and set(source) == set(range(len(bar.faces)))
+    edges = np.linalg.norm(v[f] - v[np.roll(f, 1, axis=1)], axis=2)
+    assert edges.max() <= MAX_EDGE * 1.0 + 1e-12
+    area = trimesh.triangles.area(v[f])
+    np.testing.assert_allclose(np.bincount(source, area), bar.area_faces, rtol=1e-9)
+    normals = trimesh.triangles.normals(v[f])[0]
+    np.testing.assert_allclose(normals, bar.face_normals[source], atol=1e-9)  # each piece lies on its face
+    points = np.random.default_rng(0).uniform(-0.6, 0.6, (500, 3))
+    np.testing.assert_allclose(igl.point_mesh_squared_distance(points, v, f)[0],
+                               igl.point_mesh_squared_distance(points, bar.vertices, bar.faces)[0], atol=1e-15)
+
+
+def test_a_face_exposed_only_at_its_centre_bounds_the_volume():
+    """A plate's top triangle with posts through the three spots near its corners: only its centre
+    is exposed, and a point just under it is that close to the surface."""
+    from occnet_backend.data.labels import PROBE_WEIGHTS, boundary_faces, signed_distance
+
+    assert np.allclose(PROBE_WEIGHTS.sum(axis=1), 1.0)  # spots on the face itself
+    plate = trimesh.creation.box((0.6, 0.6, 0.1))
+    top = np.flatnonzero(np.isclose(plate.triangles_center[:, 2], 0.05))[0]
+    corners = plate.vertices[plate.faces[top]]
+    parts = [plate]
+    for spot in PROBE_WEIGHTS[1:] @ corners:
+        post = trimesh.creation.box((0.06, 0.06, 0.1))
+        post.apply_translation((spot[0], spot[1], 0.05))
+        parts.append(post)
+    kit = trimesh.util.concatenate(parts)
+    assert boundary_faces(kit.vertices, kit.faces)[top]
+    below_centre = corners.mean(axis=0) - (0.0, 0.0, 0.01)
+    assert signed_distance(kit.vertices, kit.faces, below_centre[None])[0] == pytest.approx(-0.01, abs=1e-9)
 
 
 @pytest.mark.parametrize("holes", [0, 15])

@@ -15,42 +15,69 @@ WINDING_THRESHOLD = 0.5
 
 
 CHUNK_POINTS = 4_000_000
-"""Query points per libigl call. Each call rebuilds the face hierarchy (about 2 s for 1.3 M faces
-here), so chunks are large: they only bound the float64 copies of huge query sets (e.g. a 256³
-grid = 16.8 M points = 400 MB as float64), while memory for the mesh itself is fixed per call."""
+"""Query points per libigl call at most: chunks only bound the float64 copies of huge query sets
+(e.g. a 256³ grid = 16.8 M points = 400 MB as float64)."""
 
 
 MAX_EDGE = 0.05
 """Longest edge, as a fraction of the mesh's longest side, of the triangles libigl's winding-number
-hierarchy is built from. CAD exports are full of long slivers whose bounding boxes overlap, which
-make the hierarchy useless: splitting edges longer than this first (it adds no new surface, only
-smaller triangles on it) labels a differential gear's points 3.4x faster, a heatsink's 4.1x
-(BENCHMARKS.md); the winding numbers differ by at most ~0.015 (both are approximations)."""
-
-HIERARCHY_MIN_POINTS = 4_000
-"""Fewer query points than this use the mesh as it is: building the split mesh's hierarchy costs
-more than it saves them (1000 points near a heatsink's surface: 0.15 s vs 0.08 s)."""
+hierarchy and distance tree are built from. CAD exports are full of long slivers whose bounding
+boxes overlap, which make both trees useless: splitting edges longer than this first (it adds no new
+surface, only smaller triangles on it) labels a differential gear's points 3.4x faster, a heatsink's
+4.1x, and finds a heatsink's distances 3.2x faster (BENCHMARKS.md); the winding numbers differ by at
+most ~0.015 (both are approximations), the distances not at all."""
 MAX_SPLIT_FACES = 2_000_000  # a mesh that would split into more is used as it is (memory)
-_SPLIT_CACHE: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+_SPLIT_CACHE: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_HIERARCHY_CACHE: dict[bytes, object] = {}
 
 
-def hierarchy_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The mesh with its long edges split (see MAX_EDGE), float64 / int64; the last few are kept,
-    because labelling a shape calls this several times on the same mesh."""
+def split_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vertices float64, faces int64, the input face each face lies on [F']) of the mesh with its long
+    edges split (see MAX_EDGE); the last few are kept, because labelling a shape asks for the same
+    mesh's split many times."""
     import trimesh
 
     v = np.ascontiguousarray(vertices, dtype=np.float64)
     f = np.ascontiguousarray(faces, dtype=np.int64)
     key = _mesh_key(v, f)
     if key not in _SPLIT_CACHE:
+        source = np.arange(len(f))
         edges = np.linalg.norm(v[f] - v[np.roll(f, 1, axis=1)], axis=2).max(axis=1) if len(f) else np.zeros(0)
         longest = float(np.ptp(v, axis=0).max()) if len(v) else 0.0
         splits = np.ceil(np.log2(np.maximum(edges / max(MAX_EDGE * longest, 1e-300), 1.0)))
         if len(f) and longest > 0 and splits.max() > 0 and float((4.0 ** splits).sum()) <= MAX_SPLIT_FACES:
-            split_v, split_f = trimesh.remesh.subdivide_to_size(v, f, max_edge=MAX_EDGE * longest, max_iter=20)
+            split_v, split_f, source = trimesh.remesh.subdivide_to_size(v, f, max_edge=MAX_EDGE * longest,
+                                                                         max_iter=20, return_index=True)
             v, f = np.ascontiguousarray(split_v, dtype=np.float64), np.ascontiguousarray(split_f, dtype=np.int64)
-        _remember(_SPLIT_CACHE, key, (v, f))
+        _remember(_SPLIT_CACHE, key, (v, f, np.asarray(source, dtype=np.int64)))
     return _SPLIT_CACHE[key]
+
+
+HIERARCHY_MIN_POINTS = 4_000
+"""Fewer query points than this (the exposed distance's checks of single spots on the surface) are
+answered on the mesh as it is rather than on `split_mesh`: near the surface, libigl evaluates a few
+large triangles exactly, while the split mesh's many small ones are approximated (1e-4 off a box's
+face: errors 1e-4 vs 4e-3), and those checks decide which pieces of a partly covered face are kept
+(test_grid_fit's stud on a plate)."""
+
+
+def winding_hierarchy(vertices: np.ndarray, faces: np.ndarray, split: bool = True):
+    """libigl's fast-winding-number hierarchy (`igl.FastWindingNumberBVH`) of `split_mesh` (or of the
+    mesh as it is). Built once per mesh and kept for the last few: labelling a shape queries the same
+    mesh a dozen times, and a heatsink's hierarchy costs 0.3 s to build, more than most of those
+    queries (BENCHMARKS.md)."""
+    import igl
+
+    v = np.ascontiguousarray(vertices, dtype=np.float64)
+    f = np.ascontiguousarray(faces, dtype=np.int64)
+    key = _mesh_key(v, f) + bytes([split])
+    if key not in _HIERARCHY_CACHE:
+        if split:
+            v, f, _ = split_mesh(v, f)
+        hierarchy = igl.FastWindingNumberBVH()
+        hierarchy.init(v, f)
+        _remember(_HIERARCHY_CACHE, key, hierarchy)
+    return _HIERARCHY_CACHE[key]
 
 
 def _mesh_key(v: np.ndarray, f: np.ndarray) -> bytes:
@@ -67,26 +94,17 @@ def _remember(cache: dict, key: bytes, value) -> None:
 def winding_numbers(
     vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, chunk_size: int = CHUNK_POINTS
 ) -> np.ndarray:
-    """Generalised winding number of each query point, float64 [N], in chunks of `chunk_size` points."""
-    import igl
-
+    """Generalised winding number of each query point, float64 [N], in chunks of `chunk_size` points
+    (libigl answers each on every core)."""
     q = np.asarray(points).reshape(-1, 3)
-    if len(q) == 0:
-        return np.zeros(0, dtype=np.float64)
-    if len(q) >= HIERARCHY_MIN_POINTS:
-        v, f = hierarchy_mesh(vertices, faces)
-    else:
-        v, f = np.ascontiguousarray(vertices, dtype=np.float64), np.ascontiguousarray(faces, dtype=np.int64)
+    if len(q) == 0 or len(faces) == 0:  # no faces wind around anything (and libigl crashes on none)
+        return np.zeros(len(q), dtype=np.float64)
+    hierarchy = winding_hierarchy(vertices, faces, split=len(q) >= HIERARCHY_MIN_POINTS)
     order = spatial_order(q) if len(q) >= SORT_MIN_POINTS else None
     if order is not None:
         q = q[order]
-    if len(q) <= chunk_size:
-        w = igl.fast_winding_number(v, f, np.ascontiguousarray(q, dtype=np.float64))
-    else:
-        w = np.empty(len(q), dtype=np.float64)
-        for start in range(0, len(q), chunk_size):
-            chunk = np.ascontiguousarray(q[start : start + chunk_size], dtype=np.float64)
-            w[start : start + len(chunk)] = igl.fast_winding_number(v, f, chunk)
+    w = np.concatenate([hierarchy.winding_number(np.ascontiguousarray(q[start:start + chunk_size], dtype=np.float64))
+                        for start in range(0, len(q), chunk_size)])
     return w if order is None else _unsorted(order, w)
 
 
@@ -105,8 +123,7 @@ def spatial_order(points: np.ndarray, resolution: int = SORT_GRID) -> np.ndarray
     """A permutation that groups query points by cell of a coarse grid over their bounding box.
 
     Why: libigl walks its face hierarchy per query point; neighbouring queries visit the same
-    nodes, so grouping them keeps those nodes in cache, and it spreads slow near-surface and fast
-    far-away points evenly over libigl's threads (which split the array into contiguous ranges).
+    nodes, so grouping them keeps those nodes in cache.
     Measured on Suzanne (63k faces, 2 cores): 0.40 M points/s for the training mix in the order it
     was drawn (uniform, then near-surface), 0.65 M shuffled, 0.88 M grid-sorted; sorting (a radix
     sort of 16-bit cell keys) costs ~0.03 s per million points.
@@ -130,7 +147,7 @@ def inside(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.nd
 
 BOUNDARY_OFFSET = 1e-4
 """How far off a face (in the mesh's units: fit's are the unit cube's) its two sides are probed."""
-PROBE_WEIGHTS = np.array([[1, 1, 1], [4, 1, 1], [1, 4, 1], [1, 1, 4]]) / 6.0
+PROBE_WEIGHTS = np.array([[2, 2, 2], [4, 1, 1], [1, 4, 1], [1, 1, 4]]) / 6.0
 """Barycentric spots a face is probed at: its centroid and those of its three corner sub-triangles, so a
 face only partly covered by another part (a stud on a brick) still bounds the volume where it is exposed."""
 
@@ -168,12 +185,20 @@ def _face_normals(corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _bounds_volume(v: np.ndarray, f: np.ndarray, corners: np.ndarray, weights: np.ndarray,
                    offset: float = BOUNDARY_OFFSET) -> np.ndarray:
     """Bool [T]: triangles [T, 3, 3] with a spot (barycentric `weights` [P, 3]) that has the mesh's
-    inside on one side and its outside on the other."""
+    inside on one side and its outside on the other. The spots are tried in turn, each only on the
+    triangles no earlier spot decided: most faces bound the volume at their first spot, so a closed
+    mesh costs a quarter of the probes of all four spots at once."""
     normal, _ = _face_normals(corners)
-    spots = np.einsum("pk,fkd->pfd", weights, corners).reshape(-1, 3)  # [P * T, 3], probe-major
-    offsets = offset * np.tile(normal, (len(weights), 1))
-    side = inside(v, f, np.concatenate([spots + offsets, spots - offsets]))
-    return (side[: len(spots)] != side[len(spots):]).reshape(len(weights), len(corners)).any(axis=0)
+    bounds = np.zeros(len(corners), dtype=bool)
+    for spot_weights in weights:
+        todo = np.flatnonzero(~bounds)
+        if not len(todo):
+            break
+        spots = np.einsum("k,fkd->fd", spot_weights, corners[todo])
+        offsets = offset * normal[todo]
+        side = inside(v, f, np.concatenate([spots + offsets, spots - offsets]))
+        bounds[todo] = side[: len(todo)] != side[len(todo):]
+    return bounds
 
 
 EXPOSED_EDGE = 0.002
@@ -225,8 +250,11 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
         order = spatial_order(points) if len(points) >= SORT_MIN_POINTS else None
         if order is not None:  # neighbouring queries walk the same boxes: 1.2-1.6x faster (BENCHMARKS.md)
             points = np.ascontiguousarray(points[order])
-        if soup is None:
-            squared, host, point = igl.point_mesh_squared_distance(points, v, np.ascontiguousarray(f[outer]))
+        if soup is None:  # the bounding faces, found on their pieces in `split_mesh` (slivers: 3x faster)
+            split_v, split_f, source = split_mesh(v, f)
+            pieces = np.flatnonzero(outer[source])
+            squared, piece, point = igl.point_mesh_squared_distance(points, split_v, split_f[pieces])
+            host = (np.cumsum(outer) - 1)[source[pieces[piece]]]  # the face's place in f[outer]
         else:
             squared, host, point = igl.point_mesh_squared_distance(points, soup.reshape(-1, 3),
                                                                    np.arange(3 * len(soup)).reshape(-1, 3))
