@@ -59,6 +59,9 @@ def main() -> None:
     config = SamplingConfig(num_uniform=settings.cached_points - near, num_near=near, uniform_box=TRAIN_BOX,
                             seed=settings.seed)
     names = args.meshes or list(PACKAGE_MESHES)
+    unknown = sorted(set(names) - set(PACKAGE_MESHES))
+    if unknown:
+        parser.error(f"unknown mesh name(s) {', '.join(unknown)}; choose from {', '.join(PACKAGE_MESHES)}")
     paths = package_meshes(names)
     total = 0.0
     for name in names:
