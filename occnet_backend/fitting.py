@@ -47,6 +47,10 @@ GRID_DECODER = {"dim_hidden": 64, "num_layers": 1}
 costs a third of the Fourier network's (BENCHMARKS.md)."""
 SHAPES_PER_STEP = 4
 """Shapes in one training step (its `points` split among them): more would thin each shape's points."""
+NEAR_AREA = 4.0
+"""Surface area (in the unit cube) that the near-surface half of a cache (`cached_points`) covers: a
+shape with more surface (a heatsink's fins: 12.7, a Lego brick's thin walls: 11.5; most package
+meshes 0.5-4) gets more near points, at the same density (BENCHMARKS.md)."""
 HOLDOUT_POINTS = 4096
 """Near-surface and uniform points of each shape's cache kept out of training, for early stopping
 (at most a tenth of the cache)."""
@@ -149,7 +153,8 @@ def fit_meshes(
     events.emit("stage", name="prepare")
     num_near = s.cached_points // 2
     config = SamplingConfig(
-        num_uniform=s.cached_points - num_near, num_near=num_near, uniform_box=TRAIN_BOX, seed=s.seed
+        num_uniform=s.cached_points - num_near, num_near=num_near, uniform_box=TRAIN_BOX, seed=s.seed,
+        near_per_area=num_near / NEAR_AREA,
     )
     try:
         report = prepare_dataset(out_dir / "data", inputs, config=config, split=(1.0, 0.0, 0.0), seed=s.seed,

@@ -301,3 +301,25 @@ def test_dataset_rebuilds_a_stale_cache(prepared):
     ds = OccupancyDataset(prepared, "train", num_points=100)
     thick = load_samples(prepared, "torus")["uniform_occupancy"].mean()
     assert ds[3]["shape_id"] == "torus" and thick > thin + 0.05
+
+
+def test_a_shape_with_more_surface_gets_more_near_points_at_the_same_density():
+    """`near_per_area`: a heatsink's fins have many times a ball's surface; with a fixed count their
+    near-surface points would be that many times sparser (the learned fins broke into specks)."""
+    from occnet_backend.data.sampling import sample_shape
+
+    ball = trimesh.creation.icosphere(subdivisions=3)
+    fins = trimesh.util.concatenate([trimesh.creation.box((1.0, 0.02, 1.0), trimesh.transformations.translation_matrix(
+        [0.0, y, 0.0])) for y in np.linspace(-0.5, 0.5, 11)])
+    config = SamplingConfig(num_uniform=500, num_near=1000, num_surface=100, near_per_area=400.0)
+    assert SamplingConfig.from_dict(config.to_dict()) == config
+    counts = {}
+    for name, mesh in (("ball", ball), ("fins", fins)):
+        samples = sample_shape(mesh.vertices, mesh.faces, config)
+        unit_area = mesh.area / np.ptp(mesh.vertices, axis=0).max() ** 2
+        counts[name] = len(samples["near_points"])
+        assert counts[name] == max(1000, int(np.ceil(400.0 * unit_area)))
+        assert len(samples["near_sdf"]) == len(samples["near_occupancy"]) == counts[name]
+        assert len(samples["uniform_points"]) == 500 and len(samples["surface_points"]) == 100
+    assert 1000 < counts["ball"] < 1260 and counts["fins"] > 6 * counts["ball"]  # ~pi vs 11 fins' ~22 units
+    assert len(sample_shape(ball.vertices, ball.faces, SamplingConfig(num_uniform=500, num_near=1000))["near_points"]) == 1000

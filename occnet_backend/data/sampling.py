@@ -11,6 +11,7 @@ their labels agree exactly (the cache stores float16 points, as the reference im
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -34,6 +35,10 @@ class SamplingConfig:
     noise_scales: tuple[float, ...] = (0.005, 0.05)  # unit-cube units; the near points split evenly
     uniform_box: float = EVAL_BOX
     seed: int = 0
+    near_per_area: float = 0.0
+    """Near-surface points per unit of surface area (in the unit cube) at least: a shape with more
+    surface than `num_near / near_per_area` gets more near points than `num_near`, so their density
+    does not drop (0: always `num_near`)."""
 
     def __post_init__(self) -> None:
         if min(self.num_uniform, self.num_near, self.num_surface) < 0:
@@ -44,6 +49,8 @@ class SamplingConfig:
             raise ValueError(f"noise_scales must be positive, got {self.noise_scales}")
         if self.uniform_box <= 0:
             raise ValueError(f"uniform_box must be > 0, got {self.uniform_box}")
+        if not self.near_per_area >= 0:
+            raise ValueError(f"near_per_area must be >= 0, got {self.near_per_area}")
 
     @classmethod
     def from_counts(cls, num_points: int, surface_ratio: float, num_surface: int = 100_000, seed: int = 0):
@@ -114,7 +121,8 @@ def sample_shape(vertices: np.ndarray, faces: np.ndarray, config: SamplingConfig
     if not np.isfinite(areas).all() or areas.sum() <= 0:
         raise MeshError("the mesh has no surface area after normalisation; check for degenerate faces")
 
-    n_draw = config.num_surface + config.num_near
+    num_near = max(config.num_near, math.ceil(config.near_per_area * float(areas.sum())))
+    n_draw = config.num_surface + num_near
     surface = np.zeros((0, 3))
     face_index = np.zeros(0, dtype=np.int64)
     if n_draw:
