@@ -423,13 +423,15 @@ def place_on_edges(field: "CachedField | FieldBlend", vertices: np.ndarray, valu
     return out
 
 
-def drop_small_parts(vertices: np.ndarray, faces: np.ndarray, min_part: float) -> tuple[np.ndarray, np.ndarray, int]:
+def drop_small_parts(vertices: np.ndarray, faces: np.ndarray, min_part: float,
+                     min_volume: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
     """(vertices, faces, parts dropped) without the connected parts whose enclosed volume is below
-    `min_part` x the largest part's (parts share no vertex: marching cubes welds within a part)."""
+    `min_part` x the largest part's or below `min_volume` (parts share no vertex: marching cubes
+    welds within a part). The largest part is always kept."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    if not min_part or not len(faces):
+    if not (min_part or min_volume) or not len(faces):
         return vertices, faces, 0
     n = len(vertices)
     edges = np.concatenate([faces[:, :2], faces[:, 1:]])
@@ -440,7 +442,7 @@ def drop_small_parts(vertices: np.ndarray, faces: np.ndarray, min_part: float) -
     tri = vertices[faces].astype(np.float64)
     volume = np.abs(np.bincount(label[faces[:, 0]], np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) / 6,
                                 minlength=count))
-    keep = volume >= min_part * volume.max()
+    keep = (volume >= min_part * volume.max()) & (volume >= min_volume) | (volume == volume.max())
     faces = faces[keep[label[faces[:, 0]]]]
     used = np.unique(faces)
     remap = np.zeros(n, dtype=faces.dtype)
@@ -471,7 +473,10 @@ def extract_mesh(
         cache: a `GridCache` to reuse evaluations across calls on the same function (sliders).
         distance_scale: for distance-like logits (see `mise_grid`), None for others.
         min_part: drop parts smaller than this fraction of the largest (`drop_small_parts`; a
-            blend of shapes uses MORPH_MIN_PART), 0 keeps all.
+            blend of shapes uses MORPH_MIN_PART), 0 keeps all. Parts smaller than one cell of
+            the grid are always dropped: below what the grid resolves, they are specks where a
+            thin part's field dips across the level between nodes (a heatsink's 213 of 225
+            extra parts, a plate's 13 of 15, IoU unchanged; BENCHMARKS.md).
         edge_steps: bisections placing each vertex on the function's own crossing along its grid
             edge (`place_on_edges`); 0 is plain marching cubes.
 
@@ -492,7 +497,7 @@ def extract_mesh(
         values = mise_grid(field, resolution, level, resolution0, box_size, distance_scale=distance_scale)
     vertices, faces = marching_cubes(values, level, box_size)
     vertices = place_on_edges(field, vertices, values, level, edge_steps, box_size)
-    vertices, faces, dropped = drop_small_parts(vertices, faces, min_part)
+    vertices, faces, dropped = drop_small_parts(vertices, faces, min_part, min_volume=(box_size / resolution) ** 3)
     return {
         "vertices": vertices,
         "faces": faces,

@@ -201,3 +201,23 @@ def test_nodes_a_hair_from_the_level_do_not_weld_vertices_together():
         vertices, faces = marching_cubes(values.astype(np.float32), 0.0, box_size=1.1)
         quality = mesh_quality(vertices, faces)  # welds vertices with equal coordinates
         assert quality["watertight"] and quality["degenerate_faces"] == 0, quality
+
+
+@pytest.mark.parametrize("method", ["dense", "mise"])
+def test_specks_smaller_than_a_cell_are_dropped_and_small_real_parts_kept(method):
+    """A bump of the field that reaches across the level at one grid node only (a thin part's field
+    between nodes) is a speck below what the grid resolves; a ball two cells wide is a real part."""
+    cell = BOX_SIZE / 32
+    node = -BOX_SIZE / 2 + 24 * cell  # a grid node's coordinate on every axis
+    ball = sphere_logits(radius=0.25, center=(-0.15, -0.15, -0.15))
+    small = sphere_logits(radius=cell, center=(node, -node, node))
+    speck = sphere_logits(radius=0.3 * cell, center=(node, node, node))
+    field = lambda p: np.maximum(np.maximum(ball(p), small(p)), speck(p))  # noqa: E731
+    out = extract_mesh(field, resolution=32, method=method, distance_scale=1 / 40)
+    mesh = trimesh.Trimesh(out["vertices"], out["faces"])
+    parts = mesh.split(only_watertight=False)
+    assert out["stats"]["parts_dropped"] == 1 and len(parts) == 2 and mesh.is_watertight
+    assert min(p.volume for p in parts) > cell**3  # the two-cell ball, not the speck
+    assert np.linalg.norm(mesh.vertices - [node, node, node], axis=1).min() > cell  # nothing left where the speck was
+    alone = extract_mesh(speck, resolution=32, method="dense")  # the largest part always stays
+    assert len(alone["faces"]) and alone["stats"]["parts_dropped"] == 0
