@@ -189,7 +189,7 @@ def main() -> None:
         res = args.path_resolution
 
         def exact(weights: np.ndarray) -> dict:
-            blend = FieldBlend([(w, CachedField(fields[k])) for k, w in enumerate(weights) if w])
+            blend = FieldBlend([(w, CachedField(fields[k])) for k, w in enumerate(weights) if w], DISTANCE_SCALE)
             return extract_mesh(blend, resolution=res, distance_scale=DISTANCE_SCALE, edge_steps=0)
 
         for a, b in pairs:

@@ -163,7 +163,7 @@ class SliderServer:
                 if i not in self.shape_fields:
                     self.shape_fields[i] = CachedField(self.model.logit_fn_for(self._one_hot(i)), GridCache())
                 terms.append((float(w), self.shape_fields[i]))
-        return FieldBlend(terms), None
+        return FieldBlend(terms, self.model.distance_scale), None
 
     def _one_hot(self, index: int) -> np.ndarray:
         weights = np.zeros(len(self.model.shape_ids))

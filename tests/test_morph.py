@@ -13,7 +13,8 @@ import trimesh
 
 from occnet_backend.data.labels import signed_distance
 from occnet_backend.data.meshes import load_mesh, normalization, to_unit_cube
-from occnet_backend.extraction import EDGE_STEPS, MORPH_MIN_PART, FieldBlend, blend_options, drop_small_parts
+from occnet_backend.extraction import (EDGE_STEPS, MORPH_INFLATION, MORPH_MIN_PART, FieldBlend, blend_inflation,
+                                      blend_options, drop_small_parts)
 from occnet_backend.metrics import evaluate_mesh
 from occnet_contract.settings import FitSettings
 from test_grid_fit import independent_truth, parts, pyvista_mesh
@@ -34,7 +35,16 @@ def test_small_parts_are_dropped_relative_to_the_largest():
     assert blend_options(None) == blend_options([0, 1, 0]) == {"min_part": 0.0, "edge_steps": EDGE_STEPS}
     assert blend_options([0.5, 0.5, 0]) == {"min_part": MORPH_MIN_PART, "edge_steps": 0}
     with pytest.raises(ValueError, match="a blend needs at least one shape of non-zero weight"):
-        FieldBlend([])
+        FieldBlend([], 0.004)
+    assert blend_inflation([0, 1, 0]) == 0.0 and blend_inflation([2, 0]) == 0.0  # a shape of its own
+    assert blend_inflation([0.5, 0.5, 0]) == pytest.approx(MORPH_INFLATION / 2)
+    assert blend_inflation([1, 1, 1, 1]) == pytest.approx(MORPH_INFLATION * 0.75)  # most at the middle
+    from occnet_backend.extraction import CachedField
+
+    points = np.random.default_rng(0).uniform(-0.5, 0.5, (100, 3)).astype(np.float32)
+    one, two = (CachedField(lambda p, k=k: (k - np.linalg.norm(p, axis=1)).astype(np.float32)) for k in (0.2, 0.4))
+    np.testing.assert_allclose(FieldBlend([(0.5, one), (0.5, two)], 0.004)(points),  # what `serve`'s sliders blend
+                               0.5 * one(points) + 0.5 * two(points) + MORPH_INFLATION / 2 / 0.004, rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +91,11 @@ def test_a_half_way_blend_is_closed_clean_and_the_ends_are_the_shapes(two_shapes
     assert parts(half["vertices"], half["faces"]) <= max(parts(e["vertices"], e["faces"]) for e in own)
     volumes = [trimesh.Trimesh(m["vertices"], m["faces"]).volume for m in (own[0], half, own[1])]
     assert min(volumes[0], volumes[2]) < volumes[1] < max(volumes[0], volumes[2]), volumes
-    # the blend is the blend of the fields, exactly
+    # the blend is the blend of the fields, inflated by MORPH_INFLATION / 2 half-way
     points = torch.rand(2000, 3) - 0.5
     torch.testing.assert_close(model.predict_logits(points, weights=[1, 1]),
-                               0.5 * (model.predict_logits(points, shape_index=0) + model.predict_logits(points, shape_index=1)))
+                               0.5 * (model.predict_logits(points, shape_index=0) + model.predict_logits(points, shape_index=1))
+                               + MORPH_INFLATION / 2 / model.distance_scale)
 
 
 @pytest.mark.slow

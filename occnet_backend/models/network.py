@@ -378,8 +378,11 @@ class OccupancyNetwork(nn.Module):
             return self(points)
         if len(terms) == 1 and terms[0][0] == 1.0:  # a shape of its own: exactly what its index gives
             return self(points, condition=terms[0][1])
+        from occnet_backend.extraction import blend_inflation
+
         encoded = self.encoding(points.reshape(1, -1, self.dim_input))
-        return sum(w * self.decoder(encoded, code.to(encoded.dtype).reshape(1, -1)).reshape(-1) for w, code in terms)
+        blend = sum(w * self.decoder(encoded, code.to(encoded.dtype).reshape(1, -1)).reshape(-1) for w, code in terms)
+        return blend + blend_inflation([w for w, _ in terms]) / self.distance_scale
 
     @torch.no_grad()
     def predict_logits(self, points: torch.Tensor | Any, condition: Any = None, chunk_size: int | None = None,
