@@ -13,8 +13,8 @@ import trimesh
 
 from occnet_backend.data.labels import signed_distance
 from occnet_backend.data.meshes import load_mesh, normalization, to_unit_cube
-from occnet_backend.extraction import (EDGE_STEPS, MORPH_INFLATION, MORPH_MIN_PART, FieldBlend, blend_inflation,
-                                      blend_options, drop_small_parts)
+from occnet_backend.extraction import (EDGE_STEPS, MORPH_INFLATION, MORPH_MIN_PART, CachedField, FieldBlend,
+                                      blend_inflation, blend_options, drop_small_parts)
 from occnet_backend.metrics import evaluate_mesh
 from occnet_contract.settings import FitSettings
 from test_grid_fit import independent_truth, parts, pyvista_mesh
@@ -36,11 +36,13 @@ def test_small_parts_are_dropped_relative_to_the_largest():
     assert blend_options([0.5, 0.5, 0]) == {"min_part": MORPH_MIN_PART, "edge_steps": 0}
     with pytest.raises(ValueError, match="a blend needs at least one shape of non-zero weight"):
         FieldBlend([], 0.004)
+
+
+def test_blends_are_inflated_half_way_and_not_at_the_shapes():
+    """Two shapes that overlap little would thin out and break apart half-way (`blend_inflation`)."""
     assert blend_inflation([0, 1, 0]) == 0.0 and blend_inflation([2, 0]) == 0.0  # a shape of its own
     assert blend_inflation([0.5, 0.5, 0]) == pytest.approx(MORPH_INFLATION / 2)
     assert blend_inflation([1, 1, 1, 1]) == pytest.approx(MORPH_INFLATION * 0.75)  # most at the middle
-    from occnet_backend.extraction import CachedField
-
     points = np.random.default_rng(0).uniform(-0.5, 0.5, (100, 3)).astype(np.float32)
     one, two = (CachedField(lambda p, k=k: (k - np.linalg.norm(p, axis=1)).astype(np.float32)) for k in (0.2, 0.4))
     np.testing.assert_allclose(FieldBlend([(0.5, one), (0.5, two)], 0.004)(points),  # what `serve`'s sliders blend
