@@ -68,7 +68,7 @@ def blend_inflation(weights) -> float:
     MORPH_INFLATION): 0 for one shape, largest for equal weights."""
     w = np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
-    return MORPH_INFLATION * max(0.0, 1.0 - float(np.sum(w * w)))
+    return MORPH_INFLATION * (1.0 - float(np.sum(w * w)))
 
 
 def threshold_to_logit(threshold: float) -> float:
@@ -298,8 +298,9 @@ class CachedField:
 
 class FieldBlend:
     """Σ wᵢ·fᵢ over cached fields, inflated (`blend_inflation`): the blend of shapes whose logits are
-    distances (a model that `blends_fields`; `distance_scale`: distance per logit). Each shape keeps its own cache, so a node evaluated for one blend serves every
-    other blend and the shape itself: a slider move costs only the nodes its new surface adds."""
+    distances (a model that `blends_fields`; `distance_scale`: distance per logit). Each shape keeps
+    its own cache, so a node evaluated for one blend serves every other blend and the shape itself:
+    a slider move costs only the nodes its new surface adds."""
 
     def __init__(self, terms: list[tuple[float, CachedField]], distance_scale: float):
         if not terms:
@@ -311,14 +312,17 @@ class FieldBlend:
     def count(self) -> int:
         return sum(field.count for _, field in self.terms)
 
+    def _blend(self, values: Callable[[CachedField], np.ndarray]) -> np.ndarray:
+        return sum(w * values(field) for w, field in self.terms) + self.offset
+
     def __call__(self, points: np.ndarray) -> np.ndarray:
-        return sum(w * field(points) for w, field in self.terms) + self.offset
+        return self._blend(lambda field: field(points))
 
     def nodes(self, resolution: int, mask: np.ndarray, box_size: float) -> np.ndarray:
-        return sum(w * field.nodes(resolution, mask, box_size) for w, field in self.terms) + self.offset
+        return self._blend(lambda field: field.nodes(resolution, mask, box_size))
 
     def samples(self, resolution: int, index: np.ndarray, box_size: float) -> np.ndarray:
-        return sum(w * field.samples(resolution, index, box_size) for w, field in self.terms) + self.offset
+        return self._blend(lambda field: field.samples(resolution, index, box_size))
 
 
 def mise_grid(

@@ -323,3 +323,5 @@ def test_a_shape_with_more_surface_gets_more_near_points_at_the_same_density():
         assert len(samples["uniform_points"]) == 500 and len(samples["surface_points"]) == 100
     assert 1000 < counts["ball"] < 1260 and counts["fins"] > 6 * counts["ball"]  # ~pi vs 11 fins' ~22 units
     assert len(sample_shape(ball.vertices, ball.faces, SamplingConfig(num_uniform=500, num_near=1000))["near_points"]) == 1000
+    with pytest.raises(ValueError, match=r"near_per_area must be >= 0, got -1.0"):
+        SamplingConfig(near_per_area=-1.0)

@@ -120,7 +120,7 @@ def winding_numbers(
         w = hierarchy.winding_number(chunk, FAST_ACCURACY)
         unsure = np.flatnonzero(np.abs(np.abs(w) - WINDING_THRESHOLD) < RECHECK_BAND)
         if len(unsure):
-            w[unsure] = hierarchy.winding_number(np.ascontiguousarray(chunk[unsure]))
+            w[unsure] = hierarchy.winding_number(chunk[unsure])  # a gathered copy: contiguous
         return w
 
     w = np.concatenate([answer(np.ascontiguousarray(q[start:start + chunk_size], dtype=np.float64))

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from occnet_backend.extraction import blend_inflation
 from occnet_backend.models.parts import NORMS, FourierFeatures, HashGridEncoding, PointNetEncoder, ResnetDecoder
 from occnet_contract.settings import TRAIN_BOX, FitSettings
 
@@ -378,8 +379,6 @@ class OccupancyNetwork(nn.Module):
             return self(points)
         if len(terms) == 1 and terms[0][0] == 1.0:  # a shape of its own: exactly what its index gives
             return self(points, condition=terms[0][1])
-        from occnet_backend.extraction import blend_inflation
-
         encoded = self.encoding(points.reshape(1, -1, self.dim_input))
         blend = sum(w * self.decoder(encoded, code.to(encoded.dtype).reshape(1, -1)).reshape(-1) for w, code in terms)
         return blend + blend_inflation([w for w, _ in terms]) / self.distance_scale
