@@ -20,8 +20,10 @@ atomically into the output folder:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,10 @@ NEAR_AREA = 4.0
 """Surface area (in the unit cube) that the near-surface half of a cache (`cached_points`) covers: a
 shape with more surface (a heatsink's fins: 12.7, a Lego brick's thin walls: 11.5; most package
 meshes 0.5-4) gets more near points, at the same density (BENCHMARKS.md)."""
+LATER_IMPORTS = ("torch._dynamo", "matplotlib.figure", "matplotlib.backends.backend_agg")
+"""Modules a fit needs only after its labels: the optimizer's first step imports torch._dynamo (1.3-1.9 s
+on 2 cores), the pictures matplotlib (0.5 s). `fit_meshes` imports them on a thread while the labels
+are computed, which mostly run in libigl and numpy without the GIL (BENCHMARKS.md)."""
 HOLDOUT_POINTS = 4096
 """Near-surface and uniform points of each shape's cache kept out of training, for early stopping
 (at most a tenth of the cache)."""
@@ -147,6 +153,7 @@ def fit_meshes(
     check_output_folder(out_dir, [Path(p) for p in inputs])
     timings: dict[str, float] = {}
     device = resolve_device(s.device)
+    later_imports = import_in_background(LATER_IMPORTS)
 
     # 1. prepare: labelled samples per shape (uniform points in a box wider than the IoU box)
     start = time.perf_counter()
@@ -176,6 +183,7 @@ def fit_meshes(
 
     # 2. train one model on all shapes
     start = time.perf_counter()
+    later_imports.join()  # before the trainer's own imports, so that no module is imported on two threads at once
     events.emit("stage", name="train")
     torch.manual_seed(s.seed)
     encoding = resolve_encoding(s.encoding)
@@ -223,6 +231,22 @@ def fit_meshes(
                    "training_precision_reason": trainer.precision, "settings": s.as_dict()}
         atomic_write_json(out_dir / "metrics.json", jsonable(summary))
     return FitResult(shape_ids, mesh_paths, checkpoint, summary, status, history)
+
+
+def import_in_background(modules: Sequence[str]) -> threading.Thread:
+    """A started thread that imports `modules`; one that fails to import is left for its
+    user to report (the thread only saves time)."""
+
+    def run() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - reported where the module is used
+                log.debug("could not import %s ahead of time", name, exc_info=True)
+
+    thread = threading.Thread(target=run, name="fit-imports")
+    thread.start()
+    return thread
 
 
 def steps_per_round(num_shapes: int) -> float:

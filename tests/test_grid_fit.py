@@ -328,3 +328,16 @@ def test_fit_is_close_to_the_direct_field_on_real_meshes(tmp_path, name, bound, 
 
     model, payload = load_fit_checkpoint(result.checkpoint)
     assert model.config["encoding"] == "grid" and model.distance_scale == DISTANCE_SCALE
+
+
+def test_the_later_imports_run_on_a_thread_and_a_missing_module_is_left_to_its_user():
+    import importlib.util
+    import sys
+
+    from occnet_backend.fitting import LATER_IMPORTS, import_in_background
+
+    assert all(importlib.util.find_spec(name) is not None for name in LATER_IMPORTS)  # no typo turns it off
+    sys.modules.pop("colorsys", None)
+    thread = import_in_background(["occnet_no_such_module", "colorsys"])
+    thread.join(timeout=60)
+    assert not thread.is_alive() and "colorsys" in sys.modules
