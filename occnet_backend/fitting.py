@@ -114,14 +114,36 @@ def grid_features(num_shapes: int) -> int:
     return 2 * max(1, math.ceil(num_shapes / 4))
 
 
-def build_model(num_shapes: int, s: FitSettings) -> torch.nn.Module:
+GRID_RESOLUTION = 256
+"""Cells per side of the grid's finest level, at most: finer than a 128³ extraction grid, so the learned
+surface keeps sharpening at 256³ (BENCHMARKS.md)."""
+
+
+def grid_resolution(surface_area: float) -> int:
+    """Cells per side of the grid's finest level for shapes of this much surface (unit-cube units, all
+    the shapes of a model together): GRID_RESOLUTION, halved while the surface would pass through more
+    than twice as many of its cells as a hashed level's table has rows. Why: such rows are each shared
+    by several pieces of surface, which the decoder cannot tell apart: the heatsink (12.7 units of
+    fins, 4.4 surface cells a row at 256) reached IoU 0.890 at 256 cells and 0.912 at 128 (normal
+    consistency 0.863 -> 0.887); most package meshes (0.5-5 units) keep 256 (BENCHMARKS.md)."""
+    from occnet_backend.models.parts import LOG2_TABLE_SIZE
+
+    cells = GRID_RESOLUTION
+    while cells > 16 and surface_area / (2 * TRAIN_BOX / cells) ** 2 > 2 * (1 << LOG2_TABLE_SIZE):
+        cells //= 2
+    return cells
+
+
+def build_model(num_shapes: int, s: FitSettings, surface_area: float = 0.0) -> torch.nn.Module:
+    """The network `fit` trains for `num_shapes` shapes of `surface_area` in all (`grid_resolution`)."""
     from occnet_backend.models.network import OccupancyNetwork
 
     encoding = resolve_encoding(s.encoding)
     common = dict(dim_hidden=s.width, num_layers=s.depth, fourier_frequencies=s.fourier_frequencies,
                   fourier_scale=s.fourier_scale, encoding=encoding)
     if encoding == "grid":
-        common.update(GRID_DECODER, distance_scale=DISTANCE_SCALE, grid_features=grid_features(num_shapes))
+        common.update(GRID_DECODER, distance_scale=DISTANCE_SCALE, grid_features=grid_features(num_shapes),
+                      grid_resolution=grid_resolution(surface_area))
     if num_shapes == 1:
         return OccupancyNetwork(**common)
     from occnet_backend.models.network import ConditionalOccupancyNetwork
@@ -194,7 +216,7 @@ def fit_meshes(
     shape_ids = list(dataset.shape_ids)
     loader = DataLoader(dataset, batch_size=min(len(shape_ids), SHAPES_PER_STEP), shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(s.seed))
-    model = build_model(len(shape_ids), s)
+    model = build_model(len(shape_ids), s, sum(unit_cube_area(sources[sid], samples[sid]) for sid in shape_ids))
     rounds = steps_per_round(len(shape_ids))
     # SIGINT (the add-on's Cancel) and SIGTERM finish the current step; fit then saves and stops
     trainer = OccupancyTrainer(model, loader, device=device, lr=s.lr, amp=s.amp,
@@ -247,6 +269,16 @@ def import_in_background(modules: Sequence[str]) -> threading.Thread:
     thread = threading.Thread(target=run, name="fit-imports")
     thread.start()
     return thread
+
+
+def unit_cube_area(source, sample: dict) -> float:
+    """Surface area of a shape's source mesh (`LoadedMesh`) in the unit cube its `sample` was drawn in."""
+    import trimesh
+
+    from occnet_backend.data.meshes import to_unit_cube
+
+    return float(trimesh.Trimesh(to_unit_cube(source.vertices, sample["center"], sample["scale"]), source.faces,
+                                 process=False).area)
 
 
 def steps_per_round(num_shapes: int) -> float:

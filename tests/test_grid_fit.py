@@ -110,6 +110,27 @@ def test_a_model_of_more_shapes_gets_more_grid_features_and_round_trips_them():
         OccupancyNetwork(encoding="grid", grid_features=0)
 
 
+def test_the_finest_grid_level_has_no_more_surface_cells_than_table_rows_and_round_trips():
+    from occnet_backend.fitting import GRID_RESOLUTION, build_model, grid_resolution
+    from occnet_backend.models.parts import LOG2_TABLE_SIZE
+
+    # most shapes keep the finest level; a heatsink's 12.7 units of surface get half as many cells
+    assert grid_resolution(0.5) == grid_resolution(5.28) == GRID_RESOLUTION == 256
+    assert grid_resolution(12.72) == 128 and grid_resolution(1e9) == 16
+    rows = 1 << LOG2_TABLE_SIZE
+    assert 12.72 / (1.2 / 128) ** 2 <= 2 * rows < 12.72 / (1.2 / 256) ** 2  # surface cells at 128 and at 256
+    for area, finest in ((2.0, 256), (12.72, 128)):
+        model = build_model(1, FitSettings(), surface_area=area)
+        assert model.encoding.resolutions[-1] == finest and model.config["grid_resolution"] == finest
+        again = type(model)(**model.config)
+        again.load_state_dict(model.state_dict())
+    # a checkpoint written before the setting existed names no grid_resolution: 256, as it was trained
+    legacy = {k: v for k, v in build_model(1, FitSettings(), 12.72).config.items() if k != "grid_resolution"}
+    assert OccupancyNetwork(**legacy).encoding.resolutions[-1] == 256
+    with pytest.raises(ValueError, match=r"grid_resolution must be an integer in \[16, 1024\]"):
+        OccupancyNetwork(encoding="grid", grid_resolution=8)
+
+
 def thin_plate() -> trimesh.Trimesh:
     """A 0.012-thick plate: thinner than a 32³ cell (0.034), so no 32³ node lies inside it."""
     plate = trimesh.creation.box((0.9, 0.9, 0.012))

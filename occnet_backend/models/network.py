@@ -92,6 +92,8 @@ class OccupancyNetwork(nn.Module):
         distance_scale: set when the network is trained on soft targets sigmoid(-sdf / scale):
             its logits then approximate -sdf / scale, which lets extraction refine near thin
             parts (`extraction.mise_grid`). None for 0/1 labels.
+        grid_features: features per level of the grid encoding.
+        grid_resolution: cells per side of the grid's finest level (over the training box).
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class OccupancyNetwork(nn.Module):
         encoding: str = "fourier",
         distance_scale: float | None = None,
         grid_features: int = 2,
+        grid_resolution: int = 256,
     ):
         super().__init__()
         if distance_scale is not None and not distance_scale > 0:
@@ -123,6 +126,9 @@ class OccupancyNetwork(nn.Module):
             raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
         if isinstance(grid_features, bool) or not isinstance(grid_features, int) or grid_features < 1:
             raise ValueError(f"grid_features must be an integer >= 1 (features per grid level), got {grid_features!r}")
+        if isinstance(grid_resolution, bool) or not isinstance(grid_resolution, int) or not 16 <= grid_resolution <= 1024:
+            raise ValueError(f"grid_resolution must be an integer in [16, 1024] (cells of the grid's finest level), "
+                             f"got {grid_resolution!r}")
         if dim_hidden < 1 or num_layers < 1 or dim_condition < 0:
             raise ValueError(f"dim_hidden and num_layers must be >= 1 and dim_condition >= 0, got {dim_hidden}, "
                              f"{num_layers}, {dim_condition}")
@@ -150,8 +156,8 @@ class OccupancyNetwork(nn.Module):
         )
         if encoding != "fourier":  # absent from checkpoints written before the grid existed
             self.config.update(encoding=encoding)
-        if encoding == "grid":  # absent from checkpoints written before it could be chosen: 2
-            self.config.update(grid_features=grid_features)
+        if encoding == "grid":  # absent from checkpoints written before they could be chosen: 2 and 256
+            self.config.update(grid_features=grid_features, grid_resolution=grid_resolution)
         if distance_scale is not None:
             self.config.update(distance_scale=float(distance_scale))
         self.distance_scale = distance_scale
@@ -174,7 +180,8 @@ class OccupancyNetwork(nn.Module):
             nn.init.normal_(self.codes.weight, 0.0, code_init_std)
         self.encoder = PointNetEncoder(dim_condition, dim_hidden) if encoder == "pointnet" else None
         if encoding == "grid":
-            self.encoding: nn.Module = HashGridEncoding(dim_input, features=grid_features, box=TRAIN_BOX)
+            self.encoding: nn.Module = HashGridEncoding(dim_input, features=grid_features, box=TRAIN_BOX,
+                                                        finest_resolution=grid_resolution)
             dim_encoded = self.encoding.dim_output
         elif fourier_frequencies > 0:
             self.encoding = FourierFeatures(dim_input, fourier_frequencies, fourier_scale)
@@ -463,6 +470,7 @@ class ConditionalOccupancyNetwork(OccupancyNetwork):
         encoding: str = "fourier",
         distance_scale: float | None = None,
         grid_features: int = 2,
+        grid_resolution: int = 256,
     ):
         if dim_condition < 1:
             raise ValueError(f"dim_condition must be >= 1, got {dim_condition}")
@@ -471,7 +479,7 @@ class ConditionalOccupancyNetwork(OccupancyNetwork):
                          dim_condition=dim_condition, num_shapes=num_shapes, encoder=encoder, norm=norm,
                          code_init_std=code_init_std, code_regularization=code_regularization,
                          encoder_points=encoder_points, encoding=encoding, distance_scale=distance_scale,
-                         grid_features=grid_features)
+                         grid_features=grid_features, grid_resolution=grid_resolution)
 
 
 def _as_code(model: OccupancyNetwork, value: Any) -> torch.Tensor:

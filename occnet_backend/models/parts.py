@@ -68,18 +68,21 @@ class _Interpolate(torch.autograd.Function):
 HASH_PRIMES = (1, 2654435761, 805459861)  # Instant-NGP's spatial hash
 
 
+LOG2_TABLE_SIZE = 17
+"""Rows of a hashed level's table: 2^17."""
+
+
 class HashGridEncoding(nn.Module):
     """x -> [x, features of x on `levels` grids from `base_resolution` to `finest_resolution` cells].
 
     Each level is a grid over [-box, box]³ whose corner features are interpolated trilinearly; a
     coarse level is stored densely, a level with more corners than `table_size` shares a hashed
-    table (collisions are resolved by the decoder, which also sees the coarse levels). The finest
-    level at 256 cells over the training box gives detail finer than a 128³ extraction grid, so
-    the learned surface keeps sharpening at 256³ (BENCHMARKS.md). Features start at ±1e-4.
+    table (collisions are resolved by the decoder, which also sees the coarse levels). `fit` sets the
+    finest level from the shapes' surface area (`fitting.grid_resolution`). Features start at ±1e-4.
     """
 
     def __init__(self, dim_input: int = 3, levels: int = 8, features: int = 2, base_resolution: int = 16,
-                 finest_resolution: int = 256, log2_table_size: int = 17, box: float = 0.6, seed: int = 0):
+                 finest_resolution: int = 256, log2_table_size: int = LOG2_TABLE_SIZE, box: float = 0.6, seed: int = 0):
         super().__init__()
         if dim_input != 3:
             raise ValueError(f"the grid encoding is three-dimensional, got dim_input={dim_input}")
