@@ -139,6 +139,30 @@ def test_a_face_exposed_only_at_its_centre_bounds_the_volume():
     assert signed_distance(kit.vertices, kit.faces, below_centre[None])[0] == pytest.approx(-0.01, abs=1e-9)
 
 
+def test_a_sliver_the_side_test_cannot_decide_starts_no_refinement(monkeypatch):
+    """A closed box whose one edge carries a T-junction, closed by a zero-area sliver (as CAD exports
+    leave them): the sliver fails the side test, but it is no sign of overlapping parts, so the
+    distances are taken without asking any covered-face question, and they are the box's own."""
+    from occnet_backend.data import labels
+
+    box = trimesh.creation.box((0.8, 0.6, 0.4))
+    v, f = box.vertices.copy(), box.faces.copy()
+    a, b, c = f[0]
+    m = len(v)
+    v = np.vstack([v, (v[a] + v[b]) / 2])
+    f = np.vstack([np.delete(f, 0, axis=0), [[a, m, c], [m, b, c], [a, b, m]]])
+    assert trimesh.Trimesh(v, f, process=False).is_watertight
+    bounding = labels.boundary_faces(v, f)
+    assert not bounding[-1] and bounding[:-1].all() and labels._thinner_than_probes(v[f])[-1]
+
+    points = np.random.default_rng(0).uniform(-1, 1, (2000, 3)) * (0.39, 0.29, 0.19)  # inside, near the faces too
+    asked = []
+    monkeypatch.setattr(labels, "inside", lambda *args: asked.append(len(args[2])) or inside(*args))
+    distance, _ = labels.exposed_distance(v, f, points, np.ones(len(points), dtype=bool), bounding)
+    assert asked == []
+    np.testing.assert_allclose(distance, (np.array([0.4, 0.3, 0.2]) - np.abs(points)).min(axis=1), atol=1e-9)
+
+
 @pytest.mark.parametrize("holes", [0, 15])
 def test_suzanne_fast_matches_exact_winding_number(suzanne_subdivided, holes):
     """A real mesh (open eye sockets, overlapping eyes), also with holes punched: fast vs exact."""

@@ -202,6 +202,18 @@ def _face_normals(corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.divide(normal, length[:, None], out=np.zeros_like(normal), where=length[:, None] > 0), length
 
 
+def _thinner_than_probes(corners: np.ndarray) -> np.ndarray:
+    """Bool [T]: triangles [T, 3, 3] less than BOUNDARY_OFFSET high (twice the area over the longest edge).
+
+    Why: the side test (`boundary_faces`) cannot decide such a sliver, its probes stand further off than it
+    is wide, so one failing is no sign of overlapping parts; and it covers nothing a point could be closer
+    to by more than that. A gear ring's 39 failing faces were all such slivers (areas ~1e-11): refining its
+    distances for them cost 2.3 s per 100k near points and changed none (BENCHMARKS.md)."""
+    _, twice_area = _face_normals(corners)
+    longest = np.linalg.norm(corners - np.roll(corners, 1, axis=1), axis=2).max(axis=1)
+    return twice_area < BOUNDARY_OFFSET * longest
+
+
 def _bounds_volume(v: np.ndarray, f: np.ndarray, corners: np.ndarray, weights: np.ndarray,
                    offset: float = BOUNDARY_OFFSET) -> np.ndarray:
     """Bool [T]: triangles [T, 3, 3] with a spot (barycentric `weights` [P, 3]) that has the mesh's
@@ -283,7 +295,7 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
         return np.sqrt(np.maximum(squared, 0.0)), host, point
 
     distance, host, closest = closest_on_soup(q)
-    refine = exact and not outer.all()
+    refine = exact and not (outer | _thinner_than_probes(v[f])).all()
     todo = np.flatnonzero(occupied & (distance < EXPOSED_BAND * size)) if refine else np.zeros(0, dtype=np.int64)
     for _ in range(EXPOSED_ROUNDS):
         if not len(todo):
