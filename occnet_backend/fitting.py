@@ -57,6 +57,11 @@ LATER_IMPORTS = ("torch._dynamo", "matplotlib.figure", "matplotlib.backends.back
 """Modules a fit needs only after its labels: the optimizer's first step imports torch._dynamo (1.3-1.9 s
 on 2 cores), the pictures matplotlib (0.5 s). `fit_meshes` imports them on a thread while the labels
 are computed, which mostly run in libigl and numpy without the GIL (BENCHMARKS.md)."""
+PREPARE_IMPORTS = ("trimesh", "igl", "skimage.measure", "scipy.sparse.csgraph")
+"""What preparing and the previews import: imported on the main thread before LATER_IMPORTS start on
+theirs. Why: an interrupt (the add-on's Cancel is a SIGINT) that lands inside an import can be
+swallowed by a library's guarded optional imports (trimesh's `except BaseException`), and an import
+beside the thread's takes longer: a Cancel during prepare then ran on to the end (tests/test_faults.py)."""
 HOLDOUT_POINTS = 4096
 """Near-surface and uniform points of each shape's cache kept out of training, for early stopping
 (at most a tenth of the cache)."""
@@ -175,6 +180,8 @@ def fit_meshes(
     check_output_folder(out_dir, [Path(p) for p in inputs])
     timings: dict[str, float] = {}
     device = resolve_device(s.device)
+    for name in PREPARE_IMPORTS:
+        importlib.import_module(name)
     later_imports = import_in_background(LATER_IMPORTS)
 
     # 1. prepare: labelled samples per shape (uniform points in a box wider than the IoU box)

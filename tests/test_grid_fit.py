@@ -355,9 +355,9 @@ def test_the_later_imports_run_on_a_thread_and_a_missing_module_is_left_to_its_u
     import importlib.util
     import sys
 
-    from occnet_backend.fitting import LATER_IMPORTS, import_in_background
+    from occnet_backend.fitting import LATER_IMPORTS, PREPARE_IMPORTS, import_in_background
 
-    assert all(importlib.util.find_spec(name) is not None for name in LATER_IMPORTS)  # no typo turns it off
+    assert all(importlib.util.find_spec(name) is not None for name in LATER_IMPORTS + PREPARE_IMPORTS)  # no typo
     sys.modules.pop("colorsys", None)
     thread = import_in_background(["occnet_no_such_module", "colorsys"])
     thread.join(timeout=60)
