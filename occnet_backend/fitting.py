@@ -125,12 +125,14 @@ surface keeps sharpening at 256³ (BENCHMARKS.md)."""
 
 
 def grid_resolution(surface_area: float) -> int:
-    """Cells per side of the grid's finest level for shapes of this much surface (unit-cube units, all
-    the shapes of a model together): GRID_RESOLUTION, halved while the surface would pass through more
-    than twice as many of its cells as a hashed level's table has rows. Why: such rows are each shared
-    by several pieces of surface, which the decoder cannot tell apart: the heatsink (12.7 units of
-    fins, 4.4 surface cells a row at 256) reached IoU 0.890 at 256 cells and 0.912 at 128 (normal
-    consistency 0.863 -> 0.887); most package meshes (0.5-5 units) keep 256 (BENCHMARKS.md)."""
+    """Cells per side of the grid's finest level for shapes whose largest has this much surface (unit-cube
+    units): GRID_RESOLUTION, halved while that surface would pass through more than twice as many of its
+    cells as a hashed level's table has rows. Why: such rows are each shared by several pieces of one
+    surface, which the decoder cannot tell apart: the heatsink (12.7 units of fins, 4.4 surface cells a
+    row at 256) reached IoU 0.890 at 256 cells and 0.912 at 128 (normal consistency 0.863 -> 0.887);
+    most package meshes (0.5-5 units) keep 256. The largest shape's, not all shapes' together: a row
+    shared by two shapes is told apart by their codes, which the decoder sees; 8 shapes (19 units in
+    all) at 128 cells trailed their single fits by up to 0.027 IoU, at 256 by 0.013 (BENCHMARKS.md)."""
     from occnet_backend.models.parts import LOG2_TABLE_SIZE
 
     cells = GRID_RESOLUTION
@@ -140,7 +142,7 @@ def grid_resolution(surface_area: float) -> int:
 
 
 def build_model(num_shapes: int, s: FitSettings, surface_area: float = 0.0) -> torch.nn.Module:
-    """The network `fit` trains for `num_shapes` shapes of `surface_area` in all (`grid_resolution`)."""
+    """The network `fit` trains for `num_shapes` shapes, the largest with `surface_area` (`grid_resolution`)."""
     from occnet_backend.models.network import OccupancyNetwork
 
     encoding = resolve_encoding(s.encoding)
@@ -223,7 +225,7 @@ def fit_meshes(
     shape_ids = list(dataset.shape_ids)
     loader = DataLoader(dataset, batch_size=min(len(shape_ids), SHAPES_PER_STEP), shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(s.seed))
-    model = build_model(len(shape_ids), s, sum(unit_cube_area(sources[sid], samples[sid]) for sid in shape_ids))
+    model = build_model(len(shape_ids), s, max(unit_cube_area(sources[sid], samples[sid]) for sid in shape_ids))
     rounds = steps_per_round(len(shape_ids))
     # SIGINT (the add-on's Cancel) and SIGTERM finish the current step; fit then saves and stops
     trainer = OccupancyTrainer(model, loader, device=device, lr=s.lr, amp=s.amp,

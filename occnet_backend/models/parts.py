@@ -78,7 +78,7 @@ class HashGridEncoding(nn.Module):
     Each level is a grid over [-box, box]³ whose corner features are interpolated trilinearly; a
     coarse level is stored densely, a level with more corners than `table_size` shares a hashed
     table (collisions are resolved by the decoder, which also sees the coarse levels). `fit` sets the
-    finest level from the shapes' surface area (`fitting.grid_resolution`). Features start at ±1e-4.
+    finest level from the largest shape's surface area (`fitting.grid_resolution`). Features start at ±1e-4.
     """
 
     def __init__(self, dim_input: int = 3, levels: int = 8, features: int = 2, base_resolution: int = 16,
