@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from occnet_contract.protocol import jsonable
 from occnet_backend.direct_field import DISTANCE_SCALE
 from occnet_backend.training.early_stopping import CHECK_EVERY
 from occnet_contract.settings import EVAL_BOX, PREVIEW_RESOLUTION, TRAIN_BOX, FitSettings
+
+if TYPE_CHECKING:
+    from occnet_backend.data.meshes import LoadedMesh
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +283,7 @@ def import_in_background(modules: Sequence[str]) -> threading.Thread:
     return thread
 
 
-def unit_cube_area(source, sample: dict) -> float:
+def unit_cube_area(source: LoadedMesh, sample: dict) -> float:
     """Surface area of a shape's source mesh (`LoadedMesh`) in the unit cube its `sample` was drawn in."""
     import trimesh
 
