@@ -101,7 +101,7 @@ def path_metrics(blend, i: int, j: int, n: int) -> dict:
 def half_way_area(model, exact, i: int, j: int, n: int, resolution: int = 128) -> float:
     """Surface area of the half-way blend of shapes i and j at `resolution`³ over that of the same blend of
     the exact fields (`exact(weights, resolution)`): a surface rougher than the exact blend has more area
-    (the README demo's half-way nut/ant at 128³ was 1.5x, a cloud of bumps, before the distance loss reached far)."""
+    (the README demo's half-way nut/ant at 128³ was 1.5x, a cloud of bumps, before `fitting.NEAR_SHARE_SHAPES`)."""
     weights = np.zeros(n)
     weights[[i, j]] = 0.5
     learned, reference = model.extract_mesh(resolution, weights=weights), exact(weights, resolution)

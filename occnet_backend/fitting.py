@@ -70,7 +70,7 @@ NEAR_SHARE_SHAPES = 0.3
 Why: such a model's logits are kept a signed distance everywhere (`distance_loss`), and a blend's surface
 runs where every shape is far from its own surface, where only the uniform points teach the field. With
 half of them near, the README demo's nut + ant half-way surface at 128³ had 1.5x the area of the exact
-fields' blend (a cloud of bumps) and the nut 9 specks in its hole; with 0.3: 1.16x and none. On
+fields' blend (a cloud of bumps) and the nut 9 specks in its hole; with 0.3: 1.16x and no specks. On
 bench/morph.py's paths: Suzanne -> torus 2.72 -> 1.10x, 4 shapes worst 3.37 -> 1.59x (BENCHMARKS.md)."""
 HOLDOUT_POINTS = 4096
 """Near-surface and uniform points of each shape's cache kept out of training, for early stopping
