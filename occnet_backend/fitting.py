@@ -66,12 +66,13 @@ theirs. Why: an interrupt (the add-on's Cancel is a SIGINT) that lands inside an
 swallowed by a library's guarded optional imports (trimesh's `except BaseException`), and an import
 beside the thread's takes longer: a Cancel during prepare then ran on to the end (tests/test_faults.py)."""
 NEAR_SHARE_SHAPES = 0.3
-"""Share of near-surface points in a training step of a grid model of several shapes (one shape: half).
-Why: such a model's logits are kept a signed distance everywhere (`distance_loss`), and a blend's surface
-runs where every shape is far from its own surface, where only the uniform points teach the field. With
-half of them near, the README demo's nut + ant half-way surface at 128³ had 1.5x the area of the exact
-fields' blend (a cloud of bumps) and the nut 9 specks in its hole; with 0.3: 1.16x and no specks. On
-bench/morph.py's paths: Suzanne -> torus 2.72 -> 1.10x, 4 shapes worst 3.37 -> 1.59x (BENCHMARKS.md)."""
+"""Share of near-surface points in a training step of a model whose shapes' fields blend (`blends_fields`:
+a grid model of several shapes; any other model trains on half). Why: such a model's logits are kept a
+signed distance everywhere (`distance_loss`), and a blend's surface runs where every shape is far from
+its own surface, where only the uniform points teach the field. With half of them near, the README
+demo's nut + ant half-way surface at 128³ had 1.5x the area of the exact fields' blend (a cloud of
+bumps) and the nut 9 specks in its hole; with 0.3: 1.16x and no specks. On bench/morph.py's paths:
+Suzanne -> torus 2.72 -> 1.10x, 4 shapes worst 3.37 -> 1.59x (BENCHMARKS.md)."""
 HOLDOUT_POINTS = 4096
 """Near-surface and uniform points of each shape's cache kept out of training, for early stopping
 (at most a tenth of the cache)."""
@@ -228,16 +229,16 @@ def fit_meshes(
     events.emit("stage", name="train")
     torch.manual_seed(s.seed)
     encoding = resolve_encoding(s.encoding)
+    model = build_model(len(report.shapes), s, max(unit_cube_area(sources[sid], samples[sid]) for sid in report.shapes))
+    near = NEAR_SHARE_SHAPES if model.blends_fields else 0.5
     dataset = OccupancyDataset(out_dir / "data", split="train", seed=s.seed, preload=True,
                                num_points=max(1, s.points // min(len(report.shapes), SHAPES_PER_STEP)),
                                soft_targets=DISTANCE_SCALE if encoding == "grid" else 0.0,
-                               surface_sampling=near_share(len(report.shapes), encoding),
-                               uniform_sampling=1.0 - near_share(len(report.shapes), encoding),
+                               surface_sampling=near, uniform_sampling=1.0 - near,
                                holdout_points=min(HOLDOUT_POINTS, s.cached_points // 20))
     shape_ids = list(dataset.shape_ids)
     loader = DataLoader(dataset, batch_size=min(len(shape_ids), SHAPES_PER_STEP), shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(s.seed))
-    model = build_model(len(shape_ids), s, max(unit_cube_area(sources[sid], samples[sid]) for sid in shape_ids))
     rounds = steps_per_round(len(shape_ids))
     # SIGINT (the add-on's Cancel) and SIGTERM finish the current step; fit then saves and stops
     trainer = OccupancyTrainer(model, loader, device=device, lr=s.lr, amp=s.amp,
@@ -300,12 +301,6 @@ def unit_cube_area(source: LoadedMesh, sample: dict) -> float:
 
     return float(trimesh.Trimesh(to_unit_cube(source.vertices, sample["center"], sample["scale"]), source.faces,
                                  process=False).area)
-
-
-def near_share(num_shapes: int, encoding: str) -> float:
-    """Share of near-surface points in a training step: NEAR_SHARE_SHAPES for a grid model of several shapes
-    (whose blends add distance fields), else half."""
-    return NEAR_SHARE_SHAPES if num_shapes > 1 and encoding == "grid" else 0.5
 
 
 def steps_per_round(num_shapes: int) -> float:
