@@ -152,7 +152,7 @@ def main() -> None:
 
     from occnet_backend.data.meshes import load_mesh, normalization, to_unit_cube
     from occnet_backend.direct_field import DISTANCE_SCALE, direct_field
-    from occnet_backend.extraction import CachedField, FieldBlend, extract_mesh
+    from occnet_backend.extraction import CachedField, FieldBlend, blend_options, extract_mesh
     from occnet_backend.fitting import fit_meshes, load_fit_checkpoint
     from occnet_backend.sliders import SliderServer, load_shape_model
     from occnet_contract.settings import FitSettings
@@ -201,7 +201,7 @@ def main() -> None:
 
         def exact(weights: np.ndarray, resolution: int = res) -> dict:
             blend = FieldBlend([(w, CachedField(fields[k])) for k, w in enumerate(weights) if w], DISTANCE_SCALE)
-            return extract_mesh(blend, resolution=resolution, distance_scale=DISTANCE_SCALE, edge_steps=0)
+            return extract_mesh(blend, resolution=resolution, distance_scale=DISTANCE_SCALE, **blend_options(weights))
 
         roughness = []
         for a, b in pairs:

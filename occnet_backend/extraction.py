@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,13 +34,6 @@ MORPH_MIN_PART = 0.02
 """A blend of shapes drops its connected parts smaller than 2% of its largest part's volume: where
 two distance fields nearly cancel, their zero set breaks into specks that neither shape has (even
 the exact fields' blend does: BENCHMARKS.md). A shape's own reconstruction keeps every part."""
-MORPH_INFLATION = 0.02
-"""Unit-cube distance by which a blend of shapes' distance fields is inflated at its middle: the
-blend Σ wᵢ·dᵢ less MORPH_INFLATION·(1 - Σ wᵢ²) (`blend_inflation`), 0 at every shape's own weights.
-Why: a plain blend of two distance fields keeps only what both shapes hold, so two shapes that
-overlap little thin out and break apart half-way (Suzanne -> torus: 5 parts at t = 0.5, +4 parts
-on the path; inflated: +0, and on a 4-shape model its largest area jump 6.8 -> 2.4 x the ends'
-difference; 0.04 kept Suzanne whole longer, then collapsed it into the ring: BENCHMARKS.md)."""
 LEVEL_MARGIN = 1e-2  # logits: how far every grid node is kept from the level (see marching_cubes)
 EDGE_STEPS = 2
 """Bisections of each vertex's grid edge on the function itself (`place_on_edges`): a thin
@@ -51,24 +44,70 @@ EDGE_END = 0.01
 so that no two vertices coincide at a node, which a weld would turn into non-manifold edges."""
 
 
+VOLUME_RESOLUTION = 2 * MISE_BASE_RESOLUTION
+"""Cells per side of the grid a blend's volume is matched on (`matched_inflation`): MISE's second level, whose
+nodes a slider's shape caches keep. On MISE's first (32 cells) the ant's legs, thinner than a cell, hardly
+counted, and the blend just off the ant (0.9 ant + 0.1 torus) broke them into 29 parts (BENCHMARKS.md)."""
+BLEND_NEAR = 2 * BOX_SIZE / VOLUME_RESOLUTION
+"""Distance from a shape's own surface within which a blend's grid nodes ask the network for that shape's
+field; beyond it `FieldBlend` interpolates the shape's volume grid (`CachedField.volume_grid`), which a
+slider has cached, and where a distance field is smooth. Why: a blend's surface runs away from the shapes'
+own, where no cached node is: a half-way slider move of a 4-shape model asked for 754k evaluations
+(1.1 s at 128³), most of them far from every shape's surface (BENCHMARKS.md)."""
+MORPH_SMOOTHING = 0.015
+"""σ (unit-cube distance) of the Gaussian a half-way blend's grid is smoothed with (`blend_options`). Why: a
+blend's surface runs where every shape is far from its own surface, where the learned distances are least
+exact (|error| 0.004 median, 0.017 at the 95th percentile 0.1-0.3 away), and their bumps become the blend's:
+smoothed, the half-way areas of a 2- and a 4-shape model's paths over the same blend of the exact fields went
+from 1.2-3.9x to 1.0-1.6x, the shapes' forms kept (0.01: up to 2.0x; BENCHMARKS.md)."""
+
+
 def blend_options(weights) -> dict:
-    """`extract_mesh`'s `min_part` and `edge_steps` for these weights over the learned shapes (None:
-    one shape). A blend of two or more drops its specks (MORPH_MIN_PART) and keeps marching cubes'
-    straight line between nodes: where two distance fields nearly cancel, the blend is flat and
-    noisy, and vertices placed exactly on it follow the noise (a 4-shape model's Suzanne -> torus
-    path: largest area jump 8.0 x the endpoints' difference placed, 2.8 not, 4.4 for the exact
-    fields), while a half-way slider move evaluated 1.4x the nodes (804k vs 565k, 1.12 vs 0.69 s at
-    128³; BENCHMARKS.md). A shape's own reconstruction keeps every part and places its vertices."""
-    blend = weights is not None and np.count_nonzero(np.asarray(weights, dtype=np.float64)) > 1
-    return {"min_part": MORPH_MIN_PART if blend else 0.0, "edge_steps": 0 if blend else EDGE_STEPS}
+    """`extract_mesh`'s `min_part`, `edge_steps` and `smoothing` for these weights over the learned shapes
+    (None: one shape). A blend of two or more drops its specks (MORPH_MIN_PART), keeps marching cubes'
+    straight line between nodes and is smoothed, up to MORPH_SMOOTHING half-way and less towards a
+    shape's own weights (a shape's own reconstruction keeps every part, places its vertices and is not
+    smoothed, and a slider moved off it does not jump). Why the straight line: where two distance fields
+    nearly cancel, the blend is flat and noisy, and vertices placed exactly on it follow the noise (a
+    4-shape model's Suzanne -> torus path: largest area jump 8.0 x the endpoints' difference placed, 2.8
+    not, 4.4 for the exact fields), while a half-way slider move evaluated 1.4x the nodes (804k vs 565k,
+    1.12 vs 0.69 s at 128³; BENCHMARKS.md)."""
+    w = np.zeros(1) if weights is None else np.asarray(weights, dtype=np.float64)
+    if np.count_nonzero(w) < 2:
+        return {"min_part": 0.0, "edge_steps": EDGE_STEPS, "smoothing": 0.0}
+    w = w / w.sum()
+    return {"min_part": MORPH_MIN_PART, "edge_steps": 0,
+            "smoothing": MORPH_SMOOTHING * min(1.0, 4.0 * (1.0 - float(np.sum(w * w))))}
 
 
-def blend_inflation(weights) -> float:
-    """Unit-cube distance a blend of shapes with these weights (>= 0, any sum) is inflated by (see
-    MORPH_INFLATION): 0 for one shape, largest for equal weights."""
+def matched_inflation(weights: Sequence[float], distances: Sequence[np.ndarray], cell: float) -> float:
+    """Distance c that the blend Σ wᵢ·dᵢ of shapes' signed distances (negative inside) is inflated by, the blend
+    less c, so that it encloses Σ wᵢ·Vᵢ, the shapes' own volumes in the weights' proportions; 0 for one shape.
+
+    `distances`: each shape's values at the same grid nodes (`CachedField.volume_grid`), `cell` their spacing; a
+    volume is counted there with a soft step one cell wide, so c moves smoothly with the weights and is 0
+    where one shape has all the weight. Why: a plain blend of two distance fields keeps only what both
+    shapes hold, so two shapes that overlap little thin out half-way or vanish (the GUI test's torus and
+    cone: 194 vertices half-way, the exact fields' blend empty); a fixed inflation was too little for some
+    pairs and too much for others (BENCHMARKS.md)."""
     w = np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
-    return MORPH_INFLATION * (1.0 - float(np.sum(w * w)))
+    if np.count_nonzero(w) < 2:
+        return 0.0
+    fields = [np.asarray(d, dtype=np.float64).reshape(-1) for d in distances]
+    target = sum(wi * float(np.clip(0.5 - d / cell, 0.0, 1.0).sum()) for wi, d in zip(w, fields))
+    blend = np.sort(sum(wi * d for wi, d in zip(w, fields)))
+    prefix = np.concatenate([[0.0], np.cumsum(blend)])
+
+    def volume(c: float) -> float:  # Σ clip(0.5 - (blend - c) / cell, 0, 1), from the sorted values
+        inside, edge = np.searchsorted(blend, [c - cell / 2, c + cell / 2])
+        return inside + (edge - inside) * (0.5 + c / cell) - (prefix[edge] - prefix[inside]) / cell
+
+    low, high = float(blend[0]) - cell, float(blend[-1]) + cell  # volume 0 and every node
+    for _ in range(50):  # the volume grows with c: bisection to far below a thousandth of a cell
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if volume(middle) < target else (low, middle)
+    return 0.5 * (low + high)
 
 
 def threshold_to_logit(threshold: float) -> float:
@@ -284,6 +323,12 @@ class CachedField:
         known |= need
         return values[mask]
 
+    def volume_grid(self, distance_scale: float) -> np.ndarray:
+        """Logits [(r+1)³] on the grid blends match their volume on (r = VOLUME_RESOLUTION) of a function whose
+        logits are distances (`distance_scale`): exact near its surface, interpolated from MISE's first grid
+        elsewhere (`mise_grid`), so an extraction of the shape has evaluated them all already."""
+        return mise_grid(self, VOLUME_RESOLUTION, 0.0, distance_scale=distance_scale).reshape(-1)
+
     def samples(self, resolution: int, index: np.ndarray, box_size: float) -> np.ndarray:
         """Values at the nodes `index` [N, 3] (each once) of a grid too fine to hold densely."""
         if self.cache is None:
@@ -297,20 +342,40 @@ class CachedField:
 
 
 class FieldBlend:
-    """Σ wᵢ·fᵢ over cached fields, inflated (`blend_inflation`): the blend of shapes whose logits are
-    distances (a model that `blends_fields`; `distance_scale`: distance per logit). Each shape keeps
-    its own cache, so a node evaluated for one blend serves every other blend and the shape itself:
-    a slider move costs only the nodes its new surface adds."""
+    """Σ wᵢ·fᵢ over cached fields, inflated to the shapes' mean volume (`matched_inflation`): the blend of
+    shapes whose logits are distances (a model that `blends_fields`; `distance_scale`: distance per logit).
+    Each shape keeps its own cache, so a node evaluated for one blend serves every other blend and the
+    shape itself: a slider move costs only the nodes its new surface adds. Beyond BLEND_NEAR of a shape's
+    own surface, a blend's grid nodes take that shape's field from its volume grid (trilinear), where it
+    is a smooth distance, instead of from the network."""
 
     def __init__(self, terms: list[tuple[float, CachedField]], distance_scale: float):
         if not terms:
             raise ValueError("a blend needs at least one shape of non-zero weight")
         self.terms = terms
-        self.offset = np.float32(blend_inflation([w for w, _ in terms]) / distance_scale)
+        self.distance_scale = distance_scale
+        self._grids: list[np.ndarray] | None = None
+        self._offset: np.float32 | None = None
 
     @property
     def count(self) -> int:
         return sum(field.count for _, field in self.terms)
+
+    def _volume_grids(self) -> list[np.ndarray]:
+        if self._grids is None:
+            self._grids = [field.volume_grid(self.distance_scale) for _, field in self.terms]
+        return self._grids
+
+    @property
+    def offset(self) -> np.float32:
+        """The inflation in logits, measured at its first use (within an extraction, whose count it joins)."""
+        if self._offset is None and len(self.terms) == 1:
+            self._offset = np.float32(0.0)
+        if self._offset is None:
+            distances = [-grid * self.distance_scale for grid in self._volume_grids()]
+            inflation = matched_inflation([w for w, _ in self.terms], distances, BOX_SIZE / VOLUME_RESOLUTION)
+            self._offset = np.float32(inflation / self.distance_scale)
+        return self._offset
 
     def _blend(self, values: Callable[[CachedField], np.ndarray]) -> np.ndarray:
         return sum(w * values(field) for w, field in self.terms) + self.offset
@@ -319,7 +384,24 @@ class FieldBlend:
         return self._blend(lambda field: field(points))
 
     def nodes(self, resolution: int, mask: np.ndarray, box_size: float) -> np.ndarray:
-        return self._blend(lambda field: field.nodes(resolution, mask, box_size))
+        if len(self.terms) == 1 or box_size != BOX_SIZE:
+            return self._blend(lambda field: field.nodes(resolution, mask, box_size))
+        from scipy.ndimage import map_coordinates
+
+        offset = self.offset
+        index = np.argwhere(mask)
+        at = index.T * (VOLUME_RESOLUTION / resolution)
+        shape = (VOLUME_RESOLUTION + 1,) * 3
+        blend = np.full(len(index), offset, dtype=np.float32)
+        for (w, field), grid in zip(self.terms, self._volume_grids()):
+            values = map_coordinates(grid.reshape(shape), at, order=1)
+            near = np.abs(values) < BLEND_NEAR / self.distance_scale
+            if near.any():
+                own = np.zeros_like(mask)
+                own[tuple(index[near].T)] = True
+                values[near] = field.nodes(resolution, own, box_size)
+            blend += w * values
+        return blend
 
     def samples(self, resolution: int, index: np.ndarray, box_size: float) -> np.ndarray:
         return self._blend(lambda field: field.samples(resolution, index, box_size))
@@ -481,6 +563,7 @@ def extract_mesh(
     distance_scale: float | None = None,
     min_part: float = 0.0,
     edge_steps: int = EDGE_STEPS,
+    smoothing: float = 0.0,
 ) -> dict:
     """Extract the threshold surface of an occupancy function.
 
@@ -499,6 +582,8 @@ def extract_mesh(
             extra parts, a plate's 13 of 15, IoU unchanged; BENCHMARKS.md).
         edge_steps: bisections placing each vertex on the function's own crossing along its grid
             edge (`place_on_edges`); 0 is plain marching cubes.
+        smoothing: σ of a Gaussian the grid's values are smoothed with before marching cubes, in the
+            function's units (a blend of shapes uses `blend_options`'); 0 for none.
 
     Returns:
         {'vertices': float32 [V, 3], 'faces': int64 [F, 3], 'stats': {'evaluations', 'seconds',
@@ -507,6 +592,8 @@ def extract_mesh(
     level = threshold_to_logit(threshold)
     if isinstance(edge_steps, bool) or not isinstance(edge_steps, (int, np.integer)) or not 0 <= edge_steps <= 8:
         raise ValueError(f"edge_steps must be a whole number from 0 (plain marching cubes) to 8, got {edge_steps!r}")
+    if not (isinstance(smoothing, (int, float)) and 0.0 <= smoothing < math.inf):
+        raise ValueError(f"smoothing must be a distance >= 0 (0: none), got {smoothing!r}")
     check_resolution(resolution, method, resolution0)
     field = logit_fn if isinstance(logit_fn, FieldBlend) else CachedField(logit_fn, cache)
     counted = field.count
@@ -515,6 +602,10 @@ def extract_mesh(
         values = dense_grid(field, resolution, box_size, cache if isinstance(field, CachedField) else None)
     else:
         values = mise_grid(field, resolution, level, resolution0, box_size, distance_scale=distance_scale)
+    if smoothing > 0:
+        from scipy.ndimage import gaussian_filter
+
+        values = gaussian_filter(values, smoothing / (box_size / resolution), mode="nearest")
     vertices, faces = marching_cubes(values, level, box_size)
     vertices = place_on_edges(field, vertices, values, level, edge_steps, box_size)
     vertices, faces, dropped = drop_small_parts(vertices, faces, min_part, min_volume=(box_size / resolution) ** 3)

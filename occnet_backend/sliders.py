@@ -172,7 +172,8 @@ class SliderServer:
 
     def warm_up(self) -> Iterator[None]:
         """Fills one learned shape's grid cache per step, at the fit's resolution and threshold: its
-        grid's nodes and its vertices' samples on their edges (a whole extraction, mesh discarded).
+        grid's nodes and its vertices' samples on their edges (a whole extraction, mesh discarded), and,
+        where blends are of fields, the grid blends match their volume on (`FieldBlend`).
 
         A model that blends fields warms every shape: each blend reuses them all. A model that blends
         codes caches per blend, so only the shapes its cache keeps (`MAX_CACHED_SHAPES`) are warmed.
@@ -184,6 +185,8 @@ class SliderServer:
             field, cache = self._field(weights)
             extract_mesh(field, resolution=resolution, threshold=threshold, cache=cache,
                          distance_scale=self.model.distance_scale, **blend_options(weights))
+            if self.model.blends_fields:  # what every blend with this shape measures its volume on
+                self.shape_fields[index].volume_grid(self.model.distance_scale)
             self.warmed.append(self.model.shape_ids[index])
             yield
 

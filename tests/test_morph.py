@@ -13,8 +13,8 @@ import trimesh
 
 from occnet_backend.data.labels import signed_distance
 from occnet_backend.data.meshes import load_mesh, normalization, to_unit_cube
-from occnet_backend.extraction import (EDGE_STEPS, MORPH_INFLATION, MORPH_MIN_PART, CachedField, FieldBlend,
-                                      blend_inflation, blend_options, drop_small_parts)
+from occnet_backend.extraction import (EDGE_STEPS, MORPH_MIN_PART, MORPH_SMOOTHING, CachedField, FieldBlend, blend_options,
+                                      drop_small_parts, extract_mesh, matched_inflation)
 from occnet_backend.metrics import evaluate_mesh
 from occnet_contract.settings import FitSettings
 from test_grid_fit import independent_truth, parts, pyvista_mesh
@@ -32,21 +32,43 @@ def test_small_parts_are_dropped_relative_to_the_largest():
     assert dropped == 1 and len(kept_f) == len(big.faces) and len(kept_v) == len(big.vertices)
     assert trimesh.Trimesh(kept_v, kept_f).volume == pytest.approx(big.volume)
     assert drop_small_parts(v, f, 0.0)[2] == 0 and drop_small_parts(v, f, 0.001)[2] == 0
-    assert blend_options(None) == blend_options([0, 1, 0]) == {"min_part": 0.0, "edge_steps": EDGE_STEPS}
-    assert blend_options([0.5, 0.5, 0]) == {"min_part": MORPH_MIN_PART, "edge_steps": 0}
+    assert blend_options(None) == blend_options([0, 1, 0]) == {"min_part": 0.0, "edge_steps": EDGE_STEPS, "smoothing": 0.0}
+    assert blend_options([0.5, 0.5, 0]) == {"min_part": MORPH_MIN_PART, "edge_steps": 0, "smoothing": MORPH_SMOOTHING}
+    ramp = [blend_options([1 - t, t])["smoothing"] for t in (0.02, 0.05, 0.1, 0.2)]  # none at a shape's own
+    assert 0 < ramp[0] < ramp[1] < ramp[2] < ramp[3] == MORPH_SMOOTHING
     with pytest.raises(ValueError, match="a blend needs at least one shape of non-zero weight"):
         FieldBlend([], 0.004)
 
 
-def test_blends_are_inflated_half_way_and_not_at_the_shapes():
-    """Two shapes that overlap little would thin out and break apart half-way (`blend_inflation`)."""
-    assert blend_inflation([0, 1, 0]) == 0.0 and blend_inflation([2, 0]) == 0.0  # a shape of its own
-    assert blend_inflation([0.5, 0.5, 0]) == pytest.approx(MORPH_INFLATION / 2)
-    assert blend_inflation([1, 1, 1, 1]) == pytest.approx(MORPH_INFLATION * 0.75)  # most at the middle
+def ball(center, radius: float, scale: float = 0.004):
+    """Logits of a ball whose distance field a grid model would learn: -(signed distance) / scale."""
+    return CachedField(lambda p: ((radius - np.linalg.norm(p - np.asarray(center), axis=1)) / scale).astype(np.float32))
+
+
+def test_a_blend_encloses_the_shapes_mean_volume_and_a_shape_its_own():
+    """A plain blend of two distance fields keeps only what both shapes hold: two balls apart have an
+    empty half-way blend, two nested ones a half-way ball thinner than their mean (`matched_inflation`)."""
+    apart = [ball([-0.25, 0, 0], 0.15), ball([0.25, 0, 0], 0.15)]
+    half = extract_mesh(FieldBlend([(0.5, apart[0]), (0.5, apart[1])], 0.004), resolution=64, edge_steps=0)
+    mesh = trimesh.Trimesh(half["vertices"], half["faces"])
+    assert mesh.is_watertight and parts(half["vertices"], half["faces"]) == 1
+    assert mesh.volume == pytest.approx(4 / 3 * np.pi * 0.15**3, rel=0.05)  # their mean; the plain blend: empty
+    assert mesh.bounds[0][0] < -0.2 and mesh.bounds[1][0] > 0.2  # one body between the two balls' places
+    for weights in ([0.0, 1.0], [3.0, 0.0]):  # a shape of its own is not inflated
+        own = FieldBlend([(w, field) for w, field in zip(weights, apart) if w], 0.004)
+        assert own.offset == 0.0
+    nodes = np.stack(np.meshgrid(*[np.linspace(-0.55, 0.55, 65)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    nested = [np.linalg.norm(nodes, axis=1) - r for r in (0.2, 0.4)]  # the plain half-way blend: a ball of 0.3
+    mean_radius = ((0.2**3 + 0.4**3) / 2) ** (1 / 3)
+    inflation = matched_inflation([1, 1], nested, 1.1 / 64)
+    assert inflation == pytest.approx(mean_radius - 0.3, abs=0.002)
+    assert matched_inflation([0, 2], nested, 1.1 / 64) == 0.0
+    assert 0 < matched_inflation([0.9, 0.1], nested, 1.1 / 64) < matched_inflation([0.7, 0.3], nested, 1.1 / 64)
     points = np.random.default_rng(0).uniform(-0.5, 0.5, (100, 3)).astype(np.float32)
-    one, two = (CachedField(lambda p, k=k: (k - np.linalg.norm(p, axis=1)).astype(np.float32)) for k in (0.2, 0.4))
-    np.testing.assert_allclose(FieldBlend([(0.5, one), (0.5, two)], 0.004)(points),  # what `serve`'s sliders blend
-                               0.5 * one(points) + 0.5 * two(points) + MORPH_INFLATION / 2 / 0.004, rtol=1e-6)
+    fields = [ball([0, 0, 0], r) for r in (0.2, 0.4)]
+    # what `serve` blends: the same inflation, measured on MISE's grid (interpolated away from the surfaces)
+    np.testing.assert_allclose(FieldBlend([(0.5, fields[0]), (0.5, fields[1])], 0.004)(points),
+                               0.5 * fields[0](points) + 0.5 * fields[1](points) + inflation / 0.004, atol=0.25)
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +114,13 @@ def test_a_half_way_blend_is_closed_clean_and_the_ends_are_the_shapes(two_shapes
     assert mesh.is_watertight and mesh.volume > 0
     assert parts(half["vertices"], half["faces"]) <= max(parts(e["vertices"], e["faces"]) for e in own)
     volumes = [trimesh.Trimesh(m["vertices"], m["faces"]).volume for m in (own[0], half, own[1])]
-    # between the ends' volumes, but for the inflation's shell (MORPH_INFLATION / 2 thick half-way)
-    shell = MORPH_INFLATION / 2 * max(trimesh.Trimesh(m["vertices"], m["faces"]).area for m in own)
-    assert min(volumes[0], volumes[2]) < volumes[1] < max(volumes[0], volumes[2]) + shell, volumes
-    # the blend is the blend of the fields, inflated by MORPH_INFLATION / 2 half-way
+    assert volumes[1] == pytest.approx((volumes[0] + volumes[2]) / 2, rel=0.05), volumes  # `matched_inflation`
+    # the blend is the blend of the fields, moved by one inflation everywhere (here < 0: the nut and the sphere
+    # overlap so much that their plain blend holds more than their mean volume)
     points = torch.rand(2000, 3) - 0.5
-    torch.testing.assert_close(model.predict_logits(points, weights=[1, 1]),
-                               0.5 * (model.predict_logits(points, shape_index=0) + model.predict_logits(points, shape_index=1))
-                               + MORPH_INFLATION / 2 / model.distance_scale)
+    moved = model.predict_logits(points, weights=[1, 1]) - 0.5 * (
+        model.predict_logits(points, shape_index=0) + model.predict_logits(points, shape_index=1))
+    assert float(moved.max() - moved.min()) < 1e-3 and abs(float(moved.mean())) > 0.1
 
 
 @pytest.mark.slow

@@ -270,9 +270,21 @@ def _closed(ob) -> bool:
         bm.free()
 
 
+def _volume(ob) -> float:
+    """The volume the object's mesh encloses (in its own coordinates)."""
+    import bmesh
+
+    bm = bmesh.new()
+    try:
+        bm.from_mesh(ob.data)
+        return bm.calc_volume(signed=False)
+    finally:
+        bm.free()
+
+
 def s_two_shapes_and_morph():
     """Two selected objects train one model; the result's morph slider, moved as a user moves it,
-    gives a closed half-way surface, and the next step of the slider reuses the shapes' cached
+    gives a closed half-way surface of about the shapes' mean volume, and the next step of the slider reuses the shapes' cached
     grid nodes in the slider server (fewer evaluations than the first blend)."""
     jobs, sliders = mod("blender.jobs"), mod("blender.sliders")
     with bpy.context.temp_override(**rb.override()):
@@ -292,6 +304,7 @@ def s_two_shapes_and_morph():
     live = sliders.ensure_live(result)
     check(len(live.weights) == 2 and live.morph_a == "Torus" and live.morph_b == "Cone",
           f"the morph is not Torus -> Cone: {[w.name for w in live.weights]}, {live.morph_a} -> {live.morph_b}")
+    ends = [_volume(result), _volume(bpy.data.objects["Cone OccNet"])]
     evaluations = []
     for t in (0.5, 0.6):
         live.morph = t  # an RNA set, as the slider does
@@ -303,6 +316,10 @@ def s_two_shapes_and_morph():
         if t == 0.5:
             shot("morph_half_way")
             check(sliders.blend_description(result), "the panel does not say the object shows a blend")
+            # the torus and the cone overlap little: a plain blend of their fields all but vanishes half-way
+            half = _volume(result)
+            check(half > 0.5 * min(ends), f"the half-way morph encloses {half:.3f}, the shapes {ends[0]:.3f} and {ends[1]:.3f}")
+            REPORT["morph_volumes"] = [ends[0], half, ends[1]]
     check(evaluations[1] < evaluations[0], f"the morph step did not reuse the cached nodes: {evaluations}")
     REPORT["morph_evaluations"] = evaluations
     log(f"morph: evaluations {evaluations}, {sliders.status(result).message}")
