@@ -124,6 +124,8 @@ def test_threshold_is_converted_to_a_logit():
         (dict(resolution=1, method="dense"), "integer >= 2"),
         (dict(edge_steps=-1), "edge_steps must be a whole number from 0"),
         (dict(edge_steps=1.5), "edge_steps must be a whole number from 0"),
+        (dict(smoothing=-0.01), "smoothing must be a distance >= 0"),
+        (dict(smoothing=float("inf")), "smoothing must be a distance >= 0"),
     ],
 )
 def test_bad_arguments_say_what_to_change(kwargs, message):
