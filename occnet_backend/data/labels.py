@@ -245,7 +245,6 @@ EXPOSED_RELATIVE = 0.25
 EXPOSED_ROUNDS = 8
 """At most this many rounds of splits (each splits a face once, or twice where it is far larger
 than the distances it must give: down to 1/65536 of its edge)."""
-_SOUP_CACHE: dict[bytes, np.ndarray] = {}
 CENTROID = np.array([[1, 1, 1]]) / 3.0
 
 
@@ -272,10 +271,10 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
     f = np.ascontiguousarray(faces, dtype=np.int64)
     q = np.ascontiguousarray(np.asarray(points).reshape(-1, 3), dtype=np.float64)
     outer = boundary_faces(v, f) if boundary is None else boundary
-    # a refined soup stays right for any point (its pieces cover the same exposed surface), so the
-    # next call (the next batch of a grid, the preview after the samples) starts from it
-    key = _mesh_key(v, f) + hashlib.blake2b(np.packbits(outer).tobytes(), digest_size=8).digest()
-    soup = _SOUP_CACHE.get(key) if exact else None  # triangles [T, 3, 3] once a face was split
+    # every call starts from the whole faces: pieces dropped for one query's tolerance can hold another's
+    # closest point, so a soup kept for the next call made its distances too far (a plate's, by up to
+    # 0.038) and every label depend on what the process had asked before (BENCHMARKS.md)
+    soup = None  # triangles [T, 3, 3] once a face was split
     size = float(np.ptp(v, axis=0).max()) if len(v) else 0.0
 
     def closest_on_soup(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -329,8 +328,6 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
         if not len(soup):
             raise ValueError("no face of the mesh bounds its volume once the covered parts are taken away")
         distance[todo], host[todo], closest[todo] = closest_on_soup(q[todo])
-    if soup is not None:
-        _remember(_SOUP_CACHE, key, soup)
     return distance, closest
 
 
