@@ -271,9 +271,9 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
     f = np.ascontiguousarray(faces, dtype=np.int64)
     q = np.ascontiguousarray(np.asarray(points).reshape(-1, 3), dtype=np.float64)
     outer = boundary_faces(v, f) if boundary is None else boundary
-    # every call starts from the whole faces: pieces dropped for one query's tolerance can hold another's
-    # closest point, so a soup kept for the next call made its distances too far (a plate's, by up to
-    # 0.038) and every label depend on what the process had asked before (BENCHMARKS.md)
+    # every call starts from the whole faces: a piece dropped at one query's tolerance can hold a later
+    # query's closest point, so pieces kept across calls would make its distance too far and every label
+    # depend on what the process had asked before
     soup = None  # triangles [T, 3, 3] once a face was split
     size = float(np.ptp(v, axis=0).max()) if len(v) else 0.0
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from occnet_backend.extraction import BOX_SIZE, VOLUME_RESOLUTION, CachedField, FieldBlend, matched_inflation
+from occnet_backend.extraction import CachedField, FieldBlend
 from occnet_backend.models.parts import NORMS, FourierFeatures, HashGridEncoding, PointNetEncoder, ResnetDecoder
 from occnet_contract.settings import TRAIN_BOX, FitSettings
 
@@ -380,32 +380,17 @@ class OccupancyNetwork(nn.Module):
         codes = self.learned_codes()
         return [(float(w), codes[i].clone()) for i, w in enumerate(self._blend_weights(weights).tolist()) if w != 0]
 
-    def _blend_offset(self, terms: list[tuple[float, torch.Tensor]] | None) -> float:
-        """Logits a blend of several shapes is raised by: its inflation to the shapes' mean volume
-        (`extraction.matched_inflation`), measured as `extraction.FieldBlend` measures it; 0 for one shape."""
-        if terms is None or len(terms) < 2:
-            return 0.0
-        distances = [-self.distance_scale * CachedField(lambda p, c=code: self._predict(p, [(1.0, c)])).volume_grid(
-            self.distance_scale) for _, code in terms]
-        inflation = matched_inflation([w for w, _ in terms], distances, BOX_SIZE / VOLUME_RESOLUTION)
-        return inflation / self.distance_scale
-
-    def _blended_logits(self, points: torch.Tensor, terms: list[tuple[float, torch.Tensor]] | None,
-                        offset: float) -> torch.Tensor:
-        """Logits [N] of points [N, 3] for the resolved terms, raised by `offset`; the encoding is computed once."""
-        if terms is None:
-            return self(points)
-        if len(terms) == 1 and terms[0][0] == 1.0:  # a shape of its own: exactly what its index gives
-            return self(points, condition=terms[0][1])
-        encoded = self.encoding(points.reshape(1, -1, self.dim_input))
-        blend = sum(w * self.decoder(encoded, code.to(encoded.dtype).reshape(1, -1)).reshape(-1) for w, code in terms)
-        return blend + offset
+    def _blend(self, terms: list[tuple[float, torch.Tensor]], chunk_size: int | None = None) -> FieldBlend:
+        """A blend of several shapes (`blends_fields`) as the sliders extract it: each shape's own field,
+        weighted, inflated to the shapes' mean volume (`extraction.FieldBlend`)."""
+        return FieldBlend([(w, CachedField(lambda p, c=code: self._predict(p, c, chunk_size))) for w, code in terms],
+                          self.distance_scale)
 
     @torch.no_grad()
-    def _predict(self, points: torch.Tensor | Any, terms: list[tuple[float, torch.Tensor]] | None,
-                 offset: float = 0.0, chunk_size: int | None = None) -> torch.Tensor:
-        """`predict_logits` for resolved terms (`_resolve_terms`) and their `_blend_offset`."""
-        terms = [(w, code.to(self._device())) for w, code in terms] if terms is not None else None
+    def _predict(self, points: torch.Tensor | Any, code: torch.Tensor | None,
+                 chunk_size: int | None = None) -> torch.Tensor:
+        """`predict_logits` of one code (None: an unconditioned network's only shape)."""
+        code = code.to(self._device()) if code is not None else None
         param = self.decoder.fc_out.weight
         flat, lead = _flatten_points(torch.as_tensor(points, dtype=torch.float32), self.dim_input)
         chunk_size = int(chunk_size or self.chunk_size)
@@ -417,7 +402,8 @@ class OccupancyNetwork(nn.Module):
             out = torch.empty(len(flat), dtype=torch.float32)
             for start in range(0, len(flat), chunk_size):
                 chunk = flat[start : start + chunk_size].to(param.device, param.dtype)
-                out[start : start + chunk_size] = self._blended_logits(chunk, terms, offset).float().cpu()
+                logits = self(chunk) if code is None else self(chunk, condition=code)
+                out[start : start + chunk_size] = logits.float().cpu()
         finally:
             self.train(was_training)
         return out.reshape(lead)
@@ -428,8 +414,7 @@ class OccupancyNetwork(nn.Module):
         memory), as float32 on the CPU. The shape is `condition` (a code [C]), `weights` over the
         learned shapes (see `blends_fields`), or `shape_index` (nothing for an unconditioned
         network). Runs in eval mode (deterministic with dropout and batch norm) and restores the mode."""
-        terms = self._resolve_terms(condition, weights, shape_index)
-        return self._predict(points, terms, self._blend_offset(terms), chunk_size)
+        return torch.as_tensor(self.logit_fn(condition, weights, shape_index, chunk_size)(points))
 
     def predict_probability(self, points: torch.Tensor | Any, condition: Any = None, **kwargs: Any) -> torch.Tensor:
         """Occupancy probabilities in [0, 1] of one shape (see `predict_logits`)."""
@@ -437,11 +422,14 @@ class OccupancyNetwork(nn.Module):
 
     def logit_fn(self, condition: Any = None, weights: Any = None, shape_index: int | None = None,
                  chunk_size: int | None = None) -> Callable:
-        """points [N, 3] -> logits [N] of one fixed shape: what `extraction.extract_mesh` takes. The shape
-        (and a blend's inflation) is resolved here, once: a bad shape fails here, not at the first call."""
+        """points [N, 3] -> logits [N] of one fixed shape: what `extraction.extract_mesh` takes; a blend of
+        several shapes is an `extraction.FieldBlend`, which it extracts as the sliders do. The shape is
+        resolved here, once: a bad shape fails here, not at the first call."""
         terms = self._resolve_terms(condition, weights, shape_index)
-        offset = self._blend_offset(terms)
-        return lambda pts: self._predict(pts, terms, offset, chunk_size)
+        if terms is not None and len(terms) > 1:
+            return self._blend(terms, chunk_size)
+        code = None if terms is None else terms[0][1]
+        return lambda pts: self._predict(pts, code, chunk_size)
 
     def extract_mesh(self, resolution: int = DEFAULTS.resolution, threshold: float = DEFAULTS.threshold, condition: Any = None, weights: Any = None,
                      shape_index: int | None = None, method: str = "mise", **kwargs: Any) -> dict:
@@ -453,13 +441,7 @@ class OccupancyNetwork(nn.Module):
         """
         from occnet_backend.extraction import blend_options, extract_mesh
 
-        chunk_size = kwargs.pop("chunk_size", None)
-        terms = self._resolve_terms(condition, weights, shape_index)
-        if terms is not None and len(terms) > 1:
-            fn = FieldBlend([(w, CachedField(lambda p, c=code: self._predict(p, [(1.0, c)], chunk_size=chunk_size)))
-                             for w, code in terms], self.distance_scale)
-        else:
-            fn = self.logit_fn(condition, weights, shape_index, chunk_size=chunk_size)
+        fn = self.logit_fn(condition, weights, shape_index, chunk_size=kwargs.pop("chunk_size", None))
         kwargs.setdefault("distance_scale", self.distance_scale)
         for key, value in blend_options(weights).items():
             kwargs.setdefault(key, value)
