@@ -34,6 +34,11 @@ MORPH_MIN_PART = 0.02
 """A blend of shapes drops its connected parts smaller than 2% of its largest part's volume: where
 two distance fields nearly cancel, their zero set breaks into specks that neither shape has (even
 the exact fields' blend does: BENCHMARKS.md). A shape's own reconstruction keeps every part."""
+CAVITY_CELLS = 8
+"""Cavities (closed pockets of empty space inside the solid) smaller than this many cells of the grid are
+filled: narrower than two cells each way, below what the grid resolves, they are where a thin wall's
+learned field dips across the level inside the wall (a heatsink's fit: 9 pockets of 1-4 cells, 1-3
+thousandths of the unit cube under its surface; the direct field has none: BENCHMARKS.md)."""
 LEVEL_MARGIN = 1e-2  # logits: how far every grid node is kept from the level (see marching_cubes)
 EDGE_STEPS = 2
 """Bisections of each vertex's grid edge on the function itself (`place_on_edges`): a thin
@@ -525,15 +530,17 @@ def place_on_edges(field: "CachedField | FieldBlend", vertices: np.ndarray, valu
     return out
 
 
-def drop_small_parts(vertices: np.ndarray, faces: np.ndarray, min_part: float,
-                     min_volume: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
+def drop_small_parts(vertices: np.ndarray, faces: np.ndarray, min_part: float, min_volume: float = 0.0,
+                     min_cavity: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
     """(vertices, faces, parts dropped) without the connected parts whose enclosed volume is below
-    `min_part` x the largest part's or below `min_volume` (parts share no vertex: marching cubes
-    welds within a part). The largest part is always kept."""
+    `min_part` x the largest part's or below `min_volume`, and without the cavities (closed parts facing
+    inward: empty space inside the solid) smaller than `min_cavity`, which fills them (parts share no
+    vertex: marching cubes welds within a part, and orients every part outward from the solid). The
+    largest part is always kept."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    if not (min_part or min_volume) or not len(faces):
+    if not (min_part or min_volume or min_cavity) or not len(faces):
         return vertices, faces, 0
     n = len(vertices)
     edges = np.concatenate([faces[:, :2], faces[:, 1:]])
@@ -542,9 +549,11 @@ def drop_small_parts(vertices: np.ndarray, faces: np.ndarray, min_part: float,
     if count == 1:
         return vertices, faces, 0
     tri = vertices[faces].astype(np.float64)
-    volume = np.abs(np.bincount(label[faces[:, 0]], np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) / 6,
-                                minlength=count))
-    keep = (volume >= min_part * volume.max()) & (volume >= min_volume) | (volume == volume.max())
+    signed = np.bincount(label[faces[:, 0]], np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) / 6,
+                         minlength=count)
+    volume = np.abs(signed)
+    keep = ((volume >= min_part * volume.max()) & (volume >= min_volume) & ~((signed < 0) & (volume < min_cavity))
+            | (volume == volume.max()))
     faces = faces[keep[label[faces[:, 0]]]]
     used = np.unique(faces)
     remap = np.zeros(n, dtype=faces.dtype)
@@ -579,7 +588,8 @@ def extract_mesh(
             blend of shapes uses MORPH_MIN_PART), 0 keeps all. Parts smaller than one cell of
             the grid are always dropped: below what the grid resolves, they are specks where a
             thin part's field dips across the level between nodes (a heatsink's 213 of 225
-            extra parts, a plate's 13 of 15, IoU unchanged; BENCHMARKS.md).
+            extra parts, a plate's 13 of 15, IoU unchanged; BENCHMARKS.md). Cavities smaller
+            than CAVITY_CELLS cells are filled.
         edge_steps: bisections placing each vertex on the function's own crossing along its grid
             edge (`place_on_edges`); 0 is plain marching cubes.
         smoothing: σ of a Gaussian the grid's values are smoothed with before marching cubes, in the
@@ -608,7 +618,8 @@ def extract_mesh(
         values = gaussian_filter(values, smoothing / (box_size / resolution), mode="nearest")
     vertices, faces = marching_cubes(values, level, box_size)
     vertices = place_on_edges(field, vertices, values, level, edge_steps, box_size)
-    vertices, faces, dropped = drop_small_parts(vertices, faces, min_part, min_volume=(box_size / resolution) ** 3)
+    cell = (box_size / resolution) ** 3
+    vertices, faces, dropped = drop_small_parts(vertices, faces, min_part, min_volume=cell, min_cavity=CAVITY_CELLS * cell)
     return {
         "vertices": vertices,
         "faces": faces,

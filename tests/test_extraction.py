@@ -205,6 +205,26 @@ def test_nodes_a_hair_from_the_level_do_not_weld_vertices_together():
         assert quality["watertight"] and quality["degenerate_faces"] == 0, quality
 
 
+@pytest.mark.parametrize("method", ["mise", "dense"])
+def test_pockets_below_what_the_grid_resolves_are_filled_and_larger_cavities_kept(method):
+    """A ball with two empty pockets inside: one of about four cells' volume (as a thin wall's field dipping
+    across the level leaves them) is filled, one of about thirty cells stays a cavity, facing inward."""
+    from occnet_backend.extraction import CAVITY_CELLS
+
+    cell = BOX_SIZE / 32
+    node = -BOX_SIZE / 2 + 16 * cell
+    ball = sphere_logits(radius=0.4, center=(0.0, 0.0, 0.0))
+    pocket = sphere_logits(radius=1.1 * cell, center=(node, node, node))
+    cavity = sphere_logits(radius=2.0 * cell, center=(node + 0.15, node, node))
+    field = lambda p: np.minimum(ball(p), -np.maximum(pocket(p), cavity(p)))  # noqa: E731
+    out = extract_mesh(field, resolution=32, method=method, distance_scale=1 / 40)
+    parts = trimesh.Trimesh(out["vertices"], out["faces"]).split(only_watertight=False)
+    volumes = sorted(p.volume for p in parts)
+    assert out["stats"]["parts_dropped"] == 1 and len(parts) == 2 and all(p.is_watertight for p in parts)
+    assert CAVITY_CELLS * cell**3 < -volumes[0] < 60 * cell**3 and volumes[1] > 0  # the larger cavity, inward
+    assert np.linalg.norm(out["vertices"] - node, axis=1).min() > cell  # the pocket is filled
+
+
 @pytest.mark.parametrize("method", ["dense", "mise"])
 def test_specks_smaller_than_a_cell_are_dropped_and_small_real_parts_kept(method):
     """A bump of the field that reaches across the level at one grid node only (a thin part's field
