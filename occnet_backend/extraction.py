@@ -38,7 +38,7 @@ CAVITY_CELLS = 8
 """Cavities (closed pockets of empty space inside the solid) smaller than this many cells of the grid are
 filled: narrower than two cells each way, below what the grid resolves, they are where a thin wall's
 learned field dips across the level inside the wall (a heatsink's fit: 9 pockets of 1-4 cells, 1-3
-thousandths of the unit cube under its surface; the direct field has none: BENCHMARKS.md)."""
+thousandths of the unit cube under its surface, where its direct field has none: BENCHMARKS.md)."""
 LEVEL_MARGIN = 1e-2  # logits: how far every grid node is kept from the level (see marching_cubes)
 EDGE_STEPS = 2
 """Bisections of each vertex's grid edge on the function itself (`place_on_edges`): a thin
@@ -618,8 +618,9 @@ def extract_mesh(
         values = gaussian_filter(values, smoothing / (box_size / resolution), mode="nearest")
     vertices, faces = marching_cubes(values, level, box_size)
     vertices = place_on_edges(field, vertices, values, level, edge_steps, box_size)
-    cell = (box_size / resolution) ** 3
-    vertices, faces, dropped = drop_small_parts(vertices, faces, min_part, min_volume=cell, min_cavity=CAVITY_CELLS * cell)
+    cell_volume = (box_size / resolution) ** 3
+    vertices, faces, dropped = drop_small_parts(vertices, faces, min_part, min_volume=cell_volume,
+                                                min_cavity=CAVITY_CELLS * cell_volume)
     return {
         "vertices": vertices,
         "faces": faces,

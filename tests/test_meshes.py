@@ -133,3 +133,23 @@ def test_suzanne_loads_and_normalises(tmp_path, suzanne):
     center, scale = normalization(mesh.vertices)
     unit = to_unit_cube(mesh.vertices, center, scale)
     assert np.ptp(unit, axis=0).max() == pytest.approx(1.0)
+
+
+def test_the_same_triangles_in_another_order_give_the_same_samples(tmp_path):
+    """An exporter may write the same triangles in another order, or each from another corner (Blender
+    triangulated one UV sphere in two orders on two runs); the file's order must not change a fit, whose
+    surface samples are drawn face by face."""
+    from occnet_backend.data.sampling import SamplingConfig, sample_shape
+
+    sphere = trimesh.creation.uv_sphere(radius=0.4, count=(12, 16))
+    rng = np.random.default_rng(0)
+    shuffled = np.roll(sphere.faces[rng.permutation(len(sphere.faces))], 1, axis=1)  # same orientation
+    paths = []
+    for name, faces in (("a", sphere.faces), ("b", shuffled)):
+        paths.append(tmp_path / f"{name}.ply")
+        trimesh.Trimesh(sphere.vertices, faces, process=False).export(paths[-1])
+    a, b = (load_mesh(p) for p in paths)
+    np.testing.assert_array_equal(a.faces, b.faces)
+    config = SamplingConfig(num_uniform=500, num_near=500, num_surface=500)
+    for key, value in sample_shape(a.vertices, a.faces, config, seed=1).items():
+        np.testing.assert_array_equal(value, sample_shape(b.vertices, b.faces, config, seed=1)[key], err_msg=key)

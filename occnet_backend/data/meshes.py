@@ -130,7 +130,7 @@ def validate_mesh(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Check a triangle soup and drop its degenerate faces.
 
-    Returns (vertices float64 [V,3], faces int64 [F,3], number of faces dropped). Degenerate
+    Returns (vertices float64 [V,3], faces int64 [F,3] in a canonical order, number of faces dropped). Degenerate
     (zero-area) faces carry no surface, so they are removed rather than rejected; a mesh made
     only of them has no surface at all and is rejected.
 
@@ -174,7 +174,11 @@ def validate_mesh(
     dropped = int(len(f) - good.sum())
     if dropped:
         f = f[good]
-    return v, f, dropped
+    # one order for the same triangles, whatever order an exporter wrote them in (each from its smallest
+    # index, which keeps its orientation, then sorted): surface samples are drawn face by face, so a fit
+    # would otherwise depend on it (Blender triangulated one UV sphere in two orders on two runs)
+    f = np.take_along_axis(f, (np.argmin(f, axis=1)[:, None] + np.arange(3)) % 3, axis=1)
+    return v, f[np.lexsort(f.T[::-1])], dropped
 
 
 def normalization(vertices: np.ndarray) -> tuple[np.ndarray, float]:
