@@ -142,8 +142,7 @@ def test_a_face_exposed_only_at_its_centre_bounds_the_volume():
 def test_a_points_distance_does_not_depend_on_what_was_asked_before():
     """Posts standing on a plate cover parts of its top faces. A far query refines those faces coarsely
     and drops pieces whose centre is covered; a near query asked afterwards must still find the exposed
-    parts of those pieces: the same points get the same distances, asked first or after other points
-    (a soup of pieces kept across calls gave 112 of 4000 distances up to 0.038 too far)."""
+    parts of those pieces: the same points get the same distances, asked first or after other points."""
     from occnet_backend.data.labels import signed_distance
 
     plate = trimesh.creation.box((0.6, 0.6, 0.1))
