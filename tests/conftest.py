@@ -77,3 +77,16 @@ def suzanne():
 def suzanne_subdivided():
     """Suzanne with a level-2 subdivision surface, as artists use it (~16k triangles)."""
     return _suzanne_arrays(2)
+
+
+@_pytest.fixture(scope="session")
+def plate_with_posts():
+    """A plate with three posts standing on it, a kit of overlapping boxes (trimesh.Trimesh): the posts
+    cover parts of the plate's top faces, which labelling splits to find what is exposed."""
+    import trimesh
+
+    parts = [trimesh.creation.box((0.6, 0.6, 0.1))]
+    for x, y in ((-0.2, -0.2), (0.1, 0.15), (0.2, -0.1)):
+        parts.append(trimesh.creation.box((0.06, 0.06, 0.1)))
+        parts[-1].apply_translation((x, y, 0.05))
+    return trimesh.util.concatenate(parts)

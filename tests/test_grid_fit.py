@@ -364,18 +364,14 @@ def test_the_later_imports_run_on_a_thread_and_a_missing_module_is_left_to_its_u
     assert not thread.is_alive() and "colorsys" in sys.modules
 
 
-def test_the_same_seed_gives_the_same_fit_whatever_ran_before_and_whatever_the_face_order(tmp_path):
+def test_the_same_seed_gives_the_same_fit_whatever_ran_before_and_whatever_the_face_order(tmp_path, plate_with_posts):
     """`seed`'s promise, same seed, same result: a plate with posts on it (its covered faces are split while
     labelling), fitted again in the same process from a file with the same triangles in another order
     (as Blender writes a sphere's on another run), gives the same weights and the same mesh."""
     from occnet_backend.fitting import fit_meshes, load_fit_checkpoint
     from occnet_contract.ply import read_ply
 
-    parts = [trimesh.creation.box((0.6, 0.6, 0.1))]
-    for x, y in ((-0.2, -0.2), (0.1, 0.15), (0.2, -0.1)):
-        parts.append(trimesh.creation.box((0.06, 0.06, 0.1)))
-        parts[-1].apply_translation((x, y, 0.05))
-    kit = trimesh.util.concatenate(parts)
+    kit = plate_with_posts
     order = np.random.default_rng(0).permutation(len(kit.faces))
     files = [tmp_path / "a" / "kit.ply", tmp_path / "b" / "kit.ply"]  # the same name: a shape's seed is its id's
     for file, faces in zip(files, (kit.faces, np.roll(kit.faces[order], 1, axis=1))):

@@ -139,19 +139,13 @@ def test_a_face_exposed_only_at_its_centre_bounds_the_volume():
     assert signed_distance(kit.vertices, kit.faces, below_centre[None])[0] == pytest.approx(-0.01, abs=1e-9)
 
 
-def test_a_points_distance_does_not_depend_on_what_was_asked_before():
+def test_a_points_distance_does_not_depend_on_what_was_asked_before(plate_with_posts):
     """Posts standing on a plate cover parts of its top faces. A far query refines those faces coarsely
     and drops pieces whose centre is covered; a near query asked afterwards must still find the exposed
     parts of those pieces: the same points get the same distances, asked first or after other points."""
     from occnet_backend.data.labels import signed_distance
 
-    plate = trimesh.creation.box((0.6, 0.6, 0.1))
-    posts = []
-    for x, y in ((-0.2, -0.2), (0.1, 0.15), (0.2, -0.1)):
-        post = trimesh.creation.box((0.06, 0.06, 0.1))
-        post.apply_translation((x, y, 0.05))
-        posts.append(post)
-    kit = trimesh.util.concatenate([plate, *posts])
+    kit = plate_with_posts
     rng = np.random.default_rng(0)
     near, far = (rng.uniform(-0.35, 0.35, (4000, 3)) * (1, 1, 0.3) for _ in range(2))
     first = signed_distance(kit.vertices, kit.faces, near)
