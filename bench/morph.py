@@ -11,9 +11,10 @@ and airplane inside the pyvista wheel), in one run and at `fit`'s defaults:
   difference (0.1 is a straight line; much more is a spike); the endpoints equal the shapes' own
   reconstructions; and, for reference, the extra components of the same blend of the exact fields
   (the source meshes' signed distances, no network, no part filter);
-- the time of slider moves at 128³ in `serve` (what the add-on's sliders call): the first shape
-  alone, then the half-way blend with the second shape, then two morph steps of 0.1; on a cold
-  server (the baseline) and on one that warmed its shapes' grids while idle (what `serve` does);
+- the time of slider moves at 128³ as the add-on meets them (its `SliderClient` and a `serve`
+  process, request to answer): the first shape alone, then the half-way blend with the second
+  shape, then two morph steps of 0.1; right after the server is ready (cold: the worst case, a move
+  before the idle warm-up) and once it warmed its shapes' grids while idle (what `serve` does);
 - a strip picture per path (PNG) into --out.
 
     .venv/bin/python bench/morph.py [--sizes 2 4 8] [--steps 600] [--amp off] [--path-resolution 64] [--out out/bench_morph]
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,9 +36,10 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from common import machine, package_meshes
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the add-on's slider client
+
+from common import machine, package_meshes  # noqa: E402
 
 
 def blender_meshes(folder: Path) -> dict[str, Path]:
@@ -141,6 +144,33 @@ def strip(paths: list[tuple[str, dict]], out_png: Path) -> None:
     figure.savefig(out_png)
 
 
+def serve_moves(checkpoint: Path, requests: list[dict], warm: bool, folder: Path) -> tuple[float, list[tuple[float, dict]]]:
+    """Slider moves the way the add-on makes them: each request sent to a `serve` process through
+    the add-on's own `SliderClient` and timed until its answer is read (each sent as the previous one
+    is answered). Cold: from the moment the server says it is ready; warmed: once `info` lists every
+    shape as warmed. -> (seconds from ready to warmed, polled every 0.5 s; [(seconds, serve's stats)])."""
+    from blender_addon.runner.slider_client import SliderClient
+
+    client = SliderClient(str(checkpoint), python=sys.executable, out_dir=folder, log_path=folder / "serve.log",
+                          device="cpu").start()
+    try:
+        client.wait_ready()
+        start = time.perf_counter()
+        while warm and len(client.wait(client.send("info"), 60)["warmed"]) < len(client.shapes):
+            time.sleep(0.5)
+        warm_s = time.perf_counter() - start
+        timed = []
+        for request in requests:
+            start = time.perf_counter()
+            answer = client.wait(client.send("extract", resolution=128, **request), 60)
+            if not answer.get("ok"):
+                raise RuntimeError(f"serve refused {request}: {answer.get('error')}")
+            timed.append((time.perf_counter() - start, answer["stats"]))
+        return warm_s, timed
+    finally:
+        client.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8])
@@ -154,7 +184,6 @@ def main() -> None:
     from occnet_backend.direct_field import DISTANCE_SCALE, direct_field
     from occnet_backend.extraction import CachedField, FieldBlend, blend_options, extract_mesh
     from occnet_backend.fitting import fit_meshes, load_fit_checkpoint
-    from occnet_backend.sliders import SliderServer, load_shape_model
     from occnet_contract.settings import FitSettings
 
     settings = FitSettings(**{k: v for k, v in (("steps", args.steps), ("amp", args.amp)) if v is not None})
@@ -224,16 +253,12 @@ def main() -> None:
             (f"{1 - t:.1f} {a} + {t:.1f} {b}", {"weights": [1 - t if s == a else t if s == b else 0.0 for s in ids]})
             for t in (0.5, 0.6, 0.7)]
         for warm in (False, True):
-            server = SliderServer(load_shape_model(result.checkpoint, "cpu"), work / f"serve_{n}_{warm}")
+            warm_s, timed = serve_moves(result.checkpoint, [request for _, request in moves], warm, work / f"serve_{n}_{warm}")
             if warm:
-                start = time.perf_counter()
-                for _ in server.warm_up():
-                    pass
-                print(f"  serve's warm-up while idle (the {n} shapes' grids at 128³): {time.perf_counter() - start:.2f} s")
-            for label, request in moves:
-                stats = server.extract({"resolution": 128, **request})["stats"]
+                print(f"  serve's warm-up while idle (the {n} shapes' grids at 128³): {warm_s:.1f} s after 'ready'")
+            for (label, _), (seconds, stats) in zip(moves, timed):
                 print(f"  slider at 128³, {'warmed' if warm else 'cold':6s} server, {label:24s} "
-                      f"{stats['total_seconds']:.2f} s, {stats['evaluations']:7d} evaluations")
+                      f"{seconds:.2f} s ({stats['total_seconds']:.2f} s in serve), {stats['evaluations']:7d} evaluations")
         strip(paths[:6], args.out / f"morph_paths_n{n}.png")
     print(f"\nstrips: {args.out}/morph_paths_n*.png; work folder {work}")
 

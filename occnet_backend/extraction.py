@@ -21,6 +21,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from scipy.ndimage import gaussian_filter, map_coordinates
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from skimage.measure import marching_cubes as lewiner_marching_cubes
 
 from occnet_contract.settings import EVAL_BOX, MISE_BASE_RESOLUTION, FitSettings
 
@@ -391,8 +395,6 @@ class FieldBlend:
     def nodes(self, resolution: int, mask: np.ndarray, box_size: float) -> np.ndarray:
         if len(self.terms) == 1 or box_size != BOX_SIZE:
             return self._blend(lambda field: field.nodes(resolution, mask, box_size))
-        from scipy.ndimage import map_coordinates
-
         offset = self.offset
         index = np.argwhere(mask)
         at = index.T * (VOLUME_RESOLUTION / resolution)
@@ -458,8 +460,6 @@ def marching_cubes(values: np.ndarray, level: float, box_size: float = BOX_SIZE)
     values; we reverse the winding so normals point outward (positive volume, correct shading in
     Blender). tests/test_extraction.py checks this by signed volume.
     """
-    from skimage import measure
-
     resolution = values.shape[0] - 1
     if not values.max() >= level:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
@@ -481,7 +481,7 @@ def marching_cubes(values: np.ndarray, level: float, box_size: float = BOX_SIZE)
     border[1:-1, 1:-1, 1:-1] = False
     edge = padded[border]
     padded[border] = np.where(edge >= level, level - 19.0 * (edge - level), edge) - 1e-3
-    vertices, faces, _, _ = measure.marching_cubes(padded, level=level, allow_degenerate=False)
+    vertices, faces, _, _ = lewiner_marching_cubes(padded, level=level, allow_degenerate=False)
     vertices = (vertices - 1.0) * (box_size / resolution) - box_size / 2
     return vertices.astype(np.float32), np.ascontiguousarray(faces[:, ::-1], dtype=np.int64)
 
@@ -537,9 +537,6 @@ def drop_small_parts(vertices: np.ndarray, faces: np.ndarray, min_part: float, m
     inward: empty space inside the solid) smaller than `min_cavity`, which fills them (parts share no
     vertex: marching cubes welds within a part, and orients every part outward from the solid). The
     largest part is always kept."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     if not (min_part or min_volume or min_cavity) or not len(faces):
         return vertices, faces, 0
     n = len(vertices)
@@ -613,8 +610,6 @@ def extract_mesh(
     else:
         values = mise_grid(field, resolution, level, resolution0, box_size, distance_scale=distance_scale)
     if smoothing > 0:
-        from scipy.ndimage import gaussian_filter
-
         values = gaussian_filter(values, smoothing / (box_size / resolution), mode="nearest")
     vertices, faces = marching_cubes(values, level, box_size)
     vertices = place_on_edges(field, vertices, values, level, edge_steps, box_size)

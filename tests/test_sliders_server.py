@@ -91,3 +91,31 @@ def test_warmed_shapes_make_their_own_extraction_free_and_a_blend_cheaper_with_t
     assert blend_warm["stats"]["evaluations"] < 0.8 * blend_cold["stats"]["evaluations"]
     a, b = trimesh.load(blend_cold["path"]), trimesh.load(blend_warm["path"])
     assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
+
+
+FIRST_MOVE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from occnet_backend.sliders import SliderServer
+from test_sliders_server import two_spheres_fields
+
+server = SliderServer(two_spheres_fields(), Path(sys.argv[2]))
+before = set(sys.modules)
+answer, _ = server.handle({"resolution": 64, "weights": [0.5, 0.5]})
+assert answer["ok"], answer
+print(sorted(set(sys.modules) - before))
+"""
+
+
+def test_a_first_slider_move_imports_nothing(tmp_path):
+    """`serve` imports what an extraction uses before it says ready: scipy's ndimage and csgraph, imported
+    on the first blend, made that move 0.75 s instead of 0.52 s on 2 cores (BENCHMARKS.md)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = subprocess.run([sys.executable, "-c", FIRST_MOVE, str(Path(__file__).parent), str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]", result.stdout
