@@ -166,6 +166,8 @@ def build_model(num_shapes: int, s: FitSettings, surface_area: float = 0.0) -> t
         return OccupancyNetwork(**common)
     from occnet_backend.models.network import ConditionalOccupancyNetwork
 
+    if encoding == "grid":
+        common.update(conditioning="input")
     return ConditionalOccupancyNetwork(num_shapes=num_shapes, **common)
 
 

@@ -106,3 +106,31 @@ def test_checkpoints_written_before_the_decoder_was_a_part_still_load(name):
     else:
         got = np.stack([model.predict_logits(points, shape_index=i).numpy() for i in range(2)])
     np.testing.assert_allclose(got, expected[name], rtol=1e-5, atol=1e-5)
+
+
+def test_a_grid_model_conditioned_at_its_input_round_trips_and_old_configs_keep_their_norms(tmp_path):
+    """`fit` builds its multi-shape grid models with the code at the decoder's input only; a checkpoint
+    must rebuild that (a 'norm' model has more weights and would not load them), and a config without the
+    key (every checkpoint before it) still builds the code into the norms."""
+    import numpy as np
+
+    from occnet_backend.fitting import load_fit_checkpoint, save_fit_checkpoint
+    from occnet_backend.models.network import ConditionalOccupancyNetwork
+
+    small = dict(num_shapes=2, encoding="grid", dim_hidden=16, num_layers=1, grid_resolution=32, distance_scale=0.004)
+    torch.manual_seed(0)
+    model = ConditionalOccupancyNetwork(conditioning="input", **small)
+    with torch.no_grad():
+        model.codes.weight.normal_()  # two distinct shapes
+    norms = ConditionalOccupancyNetwork(**small)
+    assert sum(p.numel() for p in norms.parameters()) > sum(p.numel() for p in model.parameters())
+    path = save_fit_checkpoint(tmp_path / "checkpoint.pt", model, ["a", "b"], centers=np.zeros((2, 3)), scales=np.ones(2))
+    loaded, _ = load_fit_checkpoint(path)
+    points = torch.rand(100, 3) - 0.5
+    for index in range(2):
+        torch.testing.assert_close(loaded.predict_logits(points, shape_index=index),
+                                   model.predict_logits(points, shape_index=index))
+    assert not torch.allclose(model.predict_logits(points, shape_index=0), model.predict_logits(points, shape_index=1))
+    assert "conditioning" not in norms.config
+    with pytest.raises(ValueError, match="conditioning must be one of"):
+        ConditionalOccupancyNetwork(conditioning="film", **small)

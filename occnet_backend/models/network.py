@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from occnet_backend.extraction import CachedField, FieldBlend
-from occnet_backend.models.parts import NORMS, FourierFeatures, HashGridEncoding, PointNetEncoder, ResnetDecoder
+from occnet_backend.models.parts import CONDITIONINGS, NORMS, FourierFeatures, HashGridEncoding, PointNetEncoder, ResnetDecoder
 from occnet_contract.settings import TRAIN_BOX, FitSettings
 
 DEFAULTS = FitSettings()
@@ -94,6 +94,9 @@ class OccupancyNetwork(nn.Module):
             parts (`extraction.mise_grid`). None for 0/1 labels.
         grid_features: features per level of the grid encoding.
         grid_resolution: cells per side of the grid's finest level (over the training box).
+        conditioning: where the decoder takes the code, `parts.CONDITIONINGS`: 'norm' (its first
+            hidden layer and the normalisations' scale and shift, per `norm`) or 'input' (its first
+            hidden layer only; what `fit` builds for several shapes on a grid).
     """
 
     def __init__(
@@ -118,8 +121,11 @@ class OccupancyNetwork(nn.Module):
         distance_scale: float | None = None,
         grid_features: int = 2,
         grid_resolution: int = 256,
+        conditioning: str = "norm",
     ):
         super().__init__()
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
         if distance_scale is not None and not distance_scale > 0:
             raise ValueError(f"distance_scale must be > 0 or None, got {distance_scale}")
         if encoding not in ENCODINGS:
@@ -165,6 +171,8 @@ class OccupancyNetwork(nn.Module):
             self.config.update(dim_condition=dim_condition, num_shapes=num_shapes, encoder=encoder, norm=norm,
                                code_init_std=code_init_std, code_regularization=code_regularization,
                                encoder_points=encoder_points)
+            if conditioning != "norm":  # absent from checkpoints written before it could be chosen: 'norm'
+                self.config.update(conditioning=conditioning)
         else:
             self.config.update(use_batch_norm=use_batch_norm)
         self.dim_input = dim_input
@@ -189,7 +197,8 @@ class OccupancyNetwork(nn.Module):
         else:
             self.encoding = nn.Identity()
             dim_encoded = dim_input
-        self.decoder = ResnetDecoder(dim_encoded, dim_hidden, num_layers, dim_condition, norm, dropout_prob)
+        self.decoder = ResnetDecoder(dim_encoded, dim_hidden, num_layers, dim_condition, norm, dropout_prob,
+                                     conditioning)
 
     # -- codes ------------------------------------------------------------------------------
     @property
@@ -476,6 +485,7 @@ class ConditionalOccupancyNetwork(OccupancyNetwork):
         distance_scale: float | None = None,
         grid_features: int = 2,
         grid_resolution: int = 256,
+        conditioning: str = "norm",
     ):
         if dim_condition < 1:
             raise ValueError(f"dim_condition must be >= 1, got {dim_condition}")
@@ -484,7 +494,7 @@ class ConditionalOccupancyNetwork(OccupancyNetwork):
                          dim_condition=dim_condition, num_shapes=num_shapes, encoder=encoder, norm=norm,
                          code_init_std=code_init_std, code_regularization=code_regularization,
                          encoder_points=encoder_points, encoding=encoding, distance_scale=distance_scale,
-                         grid_features=grid_features, grid_resolution=grid_resolution)
+                         grid_features=grid_features, grid_resolution=grid_resolution, conditioning=conditioning)
 
 
 def _as_code(model: OccupancyNetwork, value: Any) -> torch.Tensor:

@@ -22,6 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 NORMS = ("batch", "none")
+CONDITIONINGS = ("norm", "input")
+"""Where a decoder takes the shape code: 'norm', its first hidden layer and every normalisation's scale and
+shift (conditional batch norm, or FiLM without batch norm: the reference's way, and the code-blending Fourier
+network's); 'input', its first hidden layer only: a grid model's, whose features already place each shape's
+surface and whose code only says which shape: with the norms' scales too, 4 shapes trained 10% faster
+per step but the thin ant ended 0.016 lower (BENCHMARKS.md)."""
 
 
 class FourierFeatures(nn.Module):
@@ -197,15 +203,19 @@ class ResnetBlock(nn.Module):
 
 
 class ResnetDecoder(nn.Module):
-    """Encoded points [B, N, E] (+ codes [B, C] when conditioned) -> logits [B, N]."""
+    """Encoded points [B, N, E] (+ codes [B, C] when conditioned) -> logits [B, N].
+
+    `conditioning` (see CONDITIONINGS): 'norm', the code is added to the first hidden layer and sets
+    every normalisation's scale and shift; 'input', it is only added to the first hidden layer."""
 
     def __init__(self, dim_encoded: int, width: int, num_layers: int, dim_condition: int = 0, norm: str = "none",
-                 dropout_prob: float = 0.0):
+                 dropout_prob: float = 0.0, conditioning: str = "norm"):
         super().__init__()
         self.fc_in = nn.Linear(dim_encoded, width)
         self.fc_c = nn.Linear(dim_condition, width) if dim_condition else None
-        self.blocks = nn.ModuleList(ResnetBlock(width, dim_condition, norm, dropout_prob) for _ in range(num_layers))
-        self.norm_out = Norm(width, dim_condition, norm)
+        in_norms = dim_condition if conditioning == "norm" else 0
+        self.blocks = nn.ModuleList(ResnetBlock(width, in_norms, norm, dropout_prob) for _ in range(num_layers))
+        self.norm_out = Norm(width, in_norms, norm)
         self.fc_out = nn.Linear(width, 1)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
