@@ -2,6 +2,9 @@
 
 import io
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,11 +113,7 @@ print(sorted(set(sys.modules) - before))
 
 def test_a_first_slider_move_imports_nothing(tmp_path):
     """`serve` imports what an extraction uses before it says ready: scipy's ndimage and csgraph, imported
-    on the first blend, made that move 0.75 s instead of 0.52 s on 2 cores (BENCHMARKS.md)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
+    on the first blend, made that move 0.70 s instead of 0.49 s on 2 cores (BENCHMARKS.md)."""
     result = subprocess.run([sys.executable, "-c", FIRST_MOVE, str(Path(__file__).parent), str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

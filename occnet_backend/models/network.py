@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from occnet_backend.extraction import CachedField, FieldBlend
-from occnet_backend.models.parts import CONDITIONINGS, NORMS, FourierFeatures, HashGridEncoding, PointNetEncoder, ResnetDecoder
+from occnet_backend.models.parts import (CONDITIONINGS, NORMS, FourierFeatures, HashGridEncoding, PointNetEncoder,
+                                         ResnetDecoder)
 from occnet_contract.settings import TRAIN_BOX, FitSettings
 
 DEFAULTS = FitSettings()

@@ -26,8 +26,8 @@ CONDITIONINGS = ("norm", "input")
 """Where a decoder takes the shape code: 'norm', its first hidden layer and every normalisation's scale and
 shift (conditional batch norm, or FiLM without batch norm: the reference's way, and the code-blending Fourier
 network's); 'input', its first hidden layer only: a grid model's, whose features already place each shape's
-surface and whose code only says which shape: with the norms' scales too, 4 shapes trained 10% faster
-per step but the thin ant ended 0.016 lower (BENCHMARKS.md)."""
+surface and whose code only says which shape: with the norms' scales too, a step cost 5-34% more and the thin
+ant of a 4-shape model ended 0.016 lower (BENCHMARKS.md)."""
 
 
 class FourierFeatures(nn.Module):
