@@ -47,9 +47,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FIT_FORMAT = "occnet-fit-1"
-GRID_DECODER = {"dim_hidden": 64, "num_layers": 1}
+GRID_DECODER = {"dim_hidden": 64, "num_layers": 1, "conditioning": "input"}
 """A grid network's decoder: the features carry the detail, so a small one is enough and a step
-costs a third of the Fourier network's (BENCHMARKS.md)."""
+costs a third of the Fourier network's; with several shapes, the code only says which one, so it enters
+at the input (`parts.CONDITIONINGS`; BENCHMARKS.md)."""
 SHAPES_PER_STEP = 4
 """Shapes in one training step (its `points` split among them): more would thin each shape's points."""
 NEAR_AREA = 4.0
@@ -166,8 +167,6 @@ def build_model(num_shapes: int, s: FitSettings, surface_area: float = 0.0) -> t
         return OccupancyNetwork(**common)
     from occnet_backend.models.network import ConditionalOccupancyNetwork
 
-    if encoding == "grid":
-        common.update(conditioning="input")
     return ConditionalOccupancyNetwork(num_shapes=num_shapes, **common)
 
 
