@@ -39,7 +39,7 @@ from occnet_contract.ply import write_ply
 from occnet_contract.protocol import jsonable
 from occnet_backend.direct_field import DISTANCE_SCALE
 from occnet_backend.training.early_stopping import CHECK_EVERY
-from occnet_contract.settings import EVAL_BOX, PREVIEW_RESOLUTION, TRAIN_BOX, FitSettings
+from occnet_contract.settings import EVAL_BOX, PREVIEW_RESOLUTION, SHAPES_PER_STEP, TRAIN_BOX, FitSettings
 
 if TYPE_CHECKING:
     from occnet_backend.data.meshes import LoadedMesh
@@ -51,8 +51,6 @@ GRID_DECODER = {"dim_hidden": 64, "num_layers": 1, "conditioning": "input"}
 """A grid network's decoder: the features carry the detail, so a small one is enough and a step
 costs a third of the Fourier network's; with several shapes, the code only says which one, so it enters
 at the input (`parts.CONDITIONINGS`; BENCHMARKS.md)."""
-SHAPES_PER_STEP = 4
-"""Shapes in one training step (its `points` split among them): more would thin each shape's points."""
 NEAR_AREA = 4.0
 """Surface area (in the unit cube) that the near-surface half of a cache (`cached_points`) covers: a
 shape with more surface (a heatsink's fins: 12.7, a Lego brick's thin walls: 11.5; most package
@@ -305,11 +303,11 @@ def unit_cube_area(source: LoadedMesh, sample: dict) -> float:
 
 
 def steps_per_round(num_shapes: int) -> float:
-    """Steps in which every shape is trained once: 1 for up to SHAPES_PER_STEP shapes, N/4 beyond.
-    `steps` and the held-out checks' spacing are counted in these rounds, so that each shape of an
-    8-shape model gets the training a shape of a 4-shape one gets: at 600 steps and a check every 25,
-    8 shapes stopped at 375 steps, 0.01-0.13 IoU below their single fits (1200 and 50: 900 steps,
-    within 0.011; BENCHMARKS.md)."""
+    """Steps in which every shape is trained once: 1 for up to SHAPES_PER_STEP shapes, N / SHAPES_PER_STEP
+    beyond. `steps` and the held-out checks' spacing are counted in these rounds, so that each shape of a
+    large model gets the training a shape of a small one gets: when 8 shapes took 4 a step, 600 steps and a
+    check every 25 stopped them at 375 steps, 0.01-0.13 IoU below their single fits (counted in rounds:
+    900 steps, within 0.011; BENCHMARKS.md)."""
     return max(1.0, num_shapes / SHAPES_PER_STEP)
 
 

@@ -32,6 +32,12 @@ the extraction box's border."""
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("off", "auto", "bf16", "fp16")
 ENCODINGS = ("auto", "grid", "fourier")
+SHAPES_PER_STEP = 8
+"""Shapes in one training step of `fit`, its `points` split among them; a model of more shapes takes
+N / SHAPES_PER_STEP steps to train each once. Why 8, not 4: an 8-shape model that saw every shape in every step
+(1024 points each) stopped at 475 steps where one that saw half of them (2048 points each) took 650, a fifth
+sooner, 0.003-0.007 IoU closer to its single fits on six of its eight shapes (BENCHMARKS.md); more would thin
+each shape's points."""
 PREVIEW_RESOLUTION = 64
 """The grid of the preview `fit` shows before training: the source's own signed distance
 (no network), 64³ so that it comes soon: 0.1-0.5 s for the pyvista meshes here, seconds for
@@ -60,7 +66,8 @@ class FitSettings:
     """Everything `occnet_backend fit` takes besides its paths."""
 
     steps: int = setting(600, "most training steps (training ends sooner once the surface stops improving on "
-                         "held-out points); a step trains up to 4 shapes, so N > 4 shapes get N/4 times as many",
+                         f"held-out points); a step trains up to {SHAPES_PER_STEP} shapes, so N > {SHAPES_PER_STEP} "
+                         f"shapes get N/{SHAPES_PER_STEP} times as many",
                          minimum=1, maximum=1_000_000)
     points: int = setting(8192, "labelled points per training step, over all shapes", minimum=64, maximum=4_194_304)
     resolution: int = setting(128, "marching-cubes grid of the result, cells per side", choices=RESOLUTIONS)
