@@ -26,7 +26,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.measure import marching_cubes as lewiner_marching_cubes
 
-from occnet_contract.settings import EVAL_BOX, MISE_BASE_RESOLUTION, FitSettings
+from occnet_contract.settings import EVAL_BOX, MISE_BASE_RESOLUTION, RESOLUTIONS, FitSettings
 
 DEFAULTS = FitSettings()
 
@@ -48,6 +48,8 @@ EDGE_STEPS = 2
 """Bisections of each vertex's grid edge on the function itself (`place_on_edges`): a thin
 channel's 128³ surface IoU 0.34 -> 0.67, a plate's 0.910 -> 0.926, Suzanne's unchanged; 2 more
 evaluations per vertex (BENCHMARKS.md)."""
+MAX_EDGE_STEPS = 8
+"""The most bisections `extract_mesh` takes (`edge_steps`)."""
 EDGE_END = 0.01
 """How close to a grid node a placed vertex may come, as a fraction of its edge: as LEVEL_MARGIN,
 so that no two vertices coincide at a node, which a weld would turn into non-manifold edges."""
@@ -203,6 +205,54 @@ class GridCache:
             keys, values = np.concatenate([known, keys]), np.concatenate([old, values])
         order = np.argsort(keys, kind="stable")
         self.sparse[resolution] = (keys[order], values[order])
+
+    def state(self) -> dict:
+        """The evaluated nodes as tensors (what `torch.load(weights_only=True)` reads; `from_state`
+        rebuilds the cache): per dense level a bit per node (`np.packbits`) and the known nodes' values
+        in node order, per sparse level its sorted node numbers (int64) and values. A fit's extraction
+        hands its caches to `serve` this way, so the sliders start warm (`warm_grids`)."""
+        dense = {r: (torch.from_numpy(np.packbits(known.reshape(-1))), torch.from_numpy(values[known]))
+                 for r, (values, known) in self.levels.items()}
+        sparse = {r: (torch.from_numpy(keys), torch.from_numpy(values)) for r, (keys, values) in self.sparse.items()}
+        return {"dense": dense, "sparse": sparse}
+
+    @classmethod
+    def from_state(cls, state: object) -> "GridCache":
+        """The cache `state()` described; ValueError saying what is wrong with anything else (the state
+        comes from a file: each level's sizes and node numbers are checked before it is allocated)."""
+        if not isinstance(state, dict) or set(state) != {"dense", "sparse"}:
+            raise ValueError("a grid cache must hold 'dense' and 'sparse' levels")
+        cache = cls()
+        for kind, limit in (("dense", max(RESOLUTIONS)), ("sparse", max(RESOLUTIONS) << MAX_EDGE_STEPS)):
+            levels = state[kind]
+            if not isinstance(levels, dict):
+                raise ValueError(f"a grid cache's {kind} levels must be a mapping resolution -> (nodes, values)")
+            for r, pair in levels.items():
+                if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= limit:
+                    raise ValueError(f"a grid cache's {kind} level {r!r} is not a resolution from 1 to {limit}")
+                if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(map(torch.is_tensor, pair))):
+                    raise ValueError(f"a grid cache's {kind} level {r} must be (nodes, values) tensors")
+                nodes, values = (t.numpy() for t in pair)
+                if values.ndim != 1 or values.dtype != np.float32 or not np.isfinite(values).all():
+                    raise ValueError(f"a grid cache's {kind} level {r} must hold finite float32 values")
+                count = (r + 1) ** 3
+                if kind == "dense":
+                    if nodes.dtype != np.uint8 or nodes.shape != (-(-count // 8),):
+                        raise ValueError(f"a grid cache's dense level {r} must mark its {count} nodes in "
+                                         f"{-(-count // 8)} bytes")
+                    known = np.unpackbits(nodes, count=count).astype(bool)
+                    if np.count_nonzero(known) != len(values):
+                        raise ValueError(f"a grid cache's dense level {r} marks another number of nodes than it has values")
+                    grid, cached = cache.level(r)
+                    grid.reshape(-1)[known] = values
+                    cached.reshape(-1)[:] = known
+                else:
+                    if nodes.dtype != np.int64 or nodes.shape != values.shape:
+                        raise ValueError(f"a grid cache's sparse level {r} must hold one int64 node per value")
+                    if len(nodes) and (nodes[0] < 0 or nodes[-1] >= count or (np.diff(nodes) <= 0).any()):
+                        raise ValueError(f"a grid cache's sparse level {r} names nodes outside its grid or out of order")
+                    cache.sparse[r] = (nodes.copy(), values.copy())
+        return cache
 
 
 class _Evaluator:
@@ -597,8 +647,9 @@ def extract_mesh(
         'method', 'resolution', 'threshold', 'parts_dropped'}} in the coordinates the function takes.
     """
     level = threshold_to_logit(threshold)
-    if isinstance(edge_steps, bool) or not isinstance(edge_steps, (int, np.integer)) or not 0 <= edge_steps <= 8:
-        raise ValueError(f"edge_steps must be a whole number from 0 (plain marching cubes) to 8, got {edge_steps!r}")
+    if isinstance(edge_steps, bool) or not isinstance(edge_steps, (int, np.integer)) or not 0 <= edge_steps <= MAX_EDGE_STEPS:
+        raise ValueError(f"edge_steps must be a whole number from 0 (plain marching cubes) to {MAX_EDGE_STEPS}, "
+                         f"got {edge_steps!r}")
     if not (isinstance(smoothing, (int, float)) and 0.0 <= smoothing < math.inf):
         raise ValueError(f"smoothing must be a distance >= 0 (0: none), got {smoothing!r}")
     check_resolution(resolution, method, resolution0)

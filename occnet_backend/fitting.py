@@ -13,6 +13,7 @@ atomically into the output folder:
     OUT/preview/<id>.ply      the preview, in its input's own coordinates
     OUT/meshes/<id>.ply       each reconstruction, in its input's own coordinates
     OUT/checkpoint.pt         the trained model + each shape's normalisation (for `serve`)
+    OUT/grids.pt              each shape's extraction grid, so that `serve` starts warm (`warm_grids`)
     OUT/metrics.json          per-shape metrics and timings
     OUT/training_curve.png    loss and IoU per step
     OUT/slices_<id>.png       predicted vs true occupancy on three axis-aligned slices
@@ -39,6 +40,7 @@ from occnet_contract.ply import write_ply
 from occnet_contract.protocol import jsonable
 from occnet_backend.direct_field import DISTANCE_SCALE
 from occnet_backend.training.early_stopping import CHECK_EVERY
+from occnet_backend.warm_grids import GRIDS_FILE, save_grids
 from occnet_contract.settings import EVAL_BOX, PREVIEW_RESOLUTION, SHAPES_PER_STEP, TRAIN_BOX, FitSettings
 
 if TYPE_CHECKING:
@@ -253,6 +255,7 @@ def fit_meshes(
         centers=np.stack([samples[sid]["center"] for sid in shape_ids]),
         scales=np.array([samples[sid]["scale"] for sid in shape_ids]), settings=s,
     )
+    (out_dir / GRIDS_FILE).unlink(missing_ok=True)  # an earlier fit's, which the sliders would only check and drop
     events.emit("checkpoint", path=str(checkpoint.resolve()))
     if status == "cancelled":
         return FitResult(shape_ids, {}, checkpoint, {}, status, history)
@@ -262,12 +265,13 @@ def fit_meshes(
     from occnet_backend.viz import plot_training_curves
 
     events.emit("stage", name="extract")
-    per_shape, mesh_paths = {}, {}
+    per_shape, mesh_paths, grids = {}, {}, []
     with signals_deferred() as stop:
         status = _extract_and_evaluate(model, shape_ids, samples, sources, s, out_dir, events, per_shape, mesh_paths,
-                                       stop)
+                                       grids, stop)
         if status == "cancelled":
             return FitResult(shape_ids, mesh_paths, checkpoint, {}, status, history)
+        save_grids(checkpoint, grids)
         plot_training_curves(history, out_dir / "training_curve.png", title="fit")
         precision = str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "float32"
         summary = {"shapes": per_shape, "timings": timings, "device": str(device), "training_precision": precision,
@@ -346,11 +350,12 @@ def write_previews(out_dir: Path, samples: dict, sources: dict, events: EventWri
 
 
 def _extract_and_evaluate(model, shape_ids: list[str], samples: dict, sources: dict, s: FitSettings, out_dir: Path,
-                          events: EventWriter, per_shape: dict, mesh_paths: dict, stop) -> str:
-    """Stages 3 and 4 for every shape; 'cancelled' when `stop()` turned true between two steps.
+                          events: EventWriter, per_shape: dict, mesh_paths: dict, grids: list, stop) -> str:
+    """Stages 3 and 4 for every shape; 'cancelled' when `stop()` turned true between two steps. Each
+    shape's extraction grid is appended to `grids` (its `GridCache.state()`, for `warm_grids`).
     A signal never interrupts scipy or marching cubes (a KeyboardInterrupt raised inside cKDTree
     once crashed the process with a segmentation fault)."""
-    from occnet_backend.extraction import extract_mesh
+    from occnet_backend.extraction import GridCache, extract_mesh
     from occnet_backend.data.meshes import to_unit_cube
     from occnet_backend.metrics import evaluate_mesh
     from occnet_backend.viz import mesh_occupancy_fn, plot_occupancy_slices
@@ -360,8 +365,10 @@ def _extract_and_evaluate(model, shape_ids: list[str], samples: dict, sources: d
             return "cancelled"
         start = time.perf_counter()
         logit_fn = model.logit_fn(shape_index=index)
-        mesh = extract_mesh(logit_fn, resolution=s.resolution, threshold=s.threshold,
+        cache = GridCache()
+        mesh = extract_mesh(logit_fn, resolution=s.resolution, threshold=s.threshold, cache=cache,
                             distance_scale=model.distance_scale)
+        grids.append(cache.state())
         extract_s = time.perf_counter() - start
         sample = samples[sid]
         world = (mesh["vertices"].astype(np.float64) * sample["scale"] + sample["center"]).astype(np.float32)
@@ -390,7 +397,7 @@ def _extract_and_evaluate(model, shape_ids: list[str], samples: dict, sources: d
     return "cancelled" if stop() else "ok"
 
 
-FIT_OUTPUTS = ("data", "preview", "meshes", "checkpoint.pt", "metrics.json", "training_curve.png", "live")
+FIT_OUTPUTS = ("data", "preview", "meshes", "checkpoint.pt", GRIDS_FILE, "metrics.json", "training_curve.png", "live")
 
 
 def check_output_folder(out_dir: Path, inputs: list[Path]) -> None:

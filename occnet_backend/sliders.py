@@ -8,7 +8,8 @@ model that blends codes). A threshold change only evaluates the few grid nodes t
 needs, a resolution change reuses all coarser MISE levels, and a morph slider's small step reuses
 most of the previous blend's nodes. While no request waits, the server fills the learned shapes'
 caches at the fit's resolution and threshold (`warm_up`), so the first slider move after a
-reconstruction pays only for the nodes its blend adds (BENCHMARKS.md, "Warm shapes").
+reconstruction pays only for the nodes its blend adds (BENCHMARKS.md, "Warm shapes"). It starts from the
+grids the fit's own extraction evaluated, when the fit left them beside its checkpoint (`warm_grids`).
 
 Protocol (``occnet_contract.protocol``; one request per line on stdin, one response per line on
 stdout, after a ``ready`` event):
@@ -66,6 +67,7 @@ class ShapeModel:
             blends_fields`), which lets the shapes' caches serve every blend.
         settings: the fit's settings (its resolution and threshold are where `warm_up` fills the
             caches: the result's sliders start there).
+        grids: each shape's grid cache from the fit's own extraction (`warm_grids`), or None.
     """
 
     def __init__(
@@ -78,8 +80,10 @@ class ShapeModel:
         distance_scale: float | None = None,
         blends_fields: bool = False,
         settings: FitSettings | None = None,
+        grids: list[GridCache] | None = None,
     ):
         self.logit_fn_for = logit_fn_for
+        self.grids = grids
         self.settings = settings or FitSettings()
         self.distance_scale = distance_scale
         self.blends_fields = blends_fields
@@ -93,6 +97,7 @@ def load_shape_model(checkpoint: str | Path, device: str = "auto") -> ShapeModel
     """A `fit` checkpoint -> ShapeModel. Raises ValueError naming the file for anything unusable."""
     from occnet_backend.fitting import load_fit_checkpoint
     from occnet_backend.training.precision import resolve_device
+    from occnet_backend.warm_grids import load_grids
 
     model, payload = load_fit_checkpoint(checkpoint)
     try:
@@ -103,7 +108,8 @@ def load_shape_model(checkpoint: str | Path, device: str = "auto") -> ShapeModel
     model.to(device).eval()
     return ShapeModel(lambda weights: model.logit_fn(weights=weights), payload["shape_ids"], payload["centers"].numpy(), payload["scales"].numpy(),
                       device=str(device), distance_scale=model.distance_scale,
-                      blends_fields=model.blends_fields, settings=settings)
+                      blends_fields=model.blends_fields, settings=settings,
+                      grids=load_grids(checkpoint, len(payload["shape_ids"])))
 
 
 class SliderServer:
@@ -115,6 +121,12 @@ class SliderServer:
         self.shape_fields: dict[int, CachedField] = {}
         self.warmed: list[str] = []
         self.counter = 0
+        for index, cache in enumerate(model.grids or []):
+            one_hot = self._one_hot(index)
+            if model.blends_fields:
+                self.shape_fields[index] = CachedField(model.logit_fn_for(one_hot), cache)
+            elif index < MAX_CACHED_SHAPES:
+                self.caches[self._key(one_hot)] = cache
 
     def _weights(self, request: dict) -> np.ndarray:
         n = len(self.model.shape_ids)
@@ -143,8 +155,12 @@ class SliderServer:
             raise ValueError("'weights' must be >= 0 with a positive sum (they are normalised to sum to 1), got all zeros")
         return weights / total
 
+    @staticmethod
+    def _key(weights: np.ndarray) -> tuple:
+        return tuple(np.round(weights, 6))
+
     def _cache(self, weights: np.ndarray) -> GridCache:
-        key = tuple(np.round(weights, 6))
+        key = self._key(weights)
         if key in self.caches:
             self.caches.move_to_end(key)
         else:

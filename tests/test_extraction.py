@@ -175,6 +175,40 @@ def test_cache_makes_slider_changes_cheap_and_results_identical():
     assert 65**3 < dense["stats"]["evaluations"] <= 65**3 + EDGE_STEPS * len(dense["vertices"])
 
 
+def test_a_grid_cache_travels_through_a_file_and_a_damaged_one_is_refused(tmp_path):
+    """What `fit` hands `serve` (`warm_grids`): the cache's state, saved and read with weights_only, serves
+    the same extraction without one evaluation; a state that names nodes outside its grid, out of order,
+    or holds values that are not finite is refused before it is used."""
+    from occnet_backend.extraction import GridCache
+
+    fn = sphere_logits(sharpness=8.0)
+    cache = GridCache()
+    first = extract_mesh(fn, resolution=64, cache=cache)
+    torch.save(cache.state(), tmp_path / "grid.pt")
+    state = torch.load(tmp_path / "grid.pt", weights_only=True)
+    again = extract_mesh(fn, resolution=64, cache=GridCache.from_state(state))
+    assert again["stats"]["evaluations"] == 0
+    np.testing.assert_array_equal(again["faces"], first["faces"])
+    np.testing.assert_array_equal(again["vertices"], first["vertices"])
+
+    bits, values = state["dense"][64]
+    (keys, samples), = state["sparse"].values()
+    fine = next(iter(state["sparse"]))
+    damaged = [
+        ({"dense": {64: (bits[:-1], values)}, "sparse": {}}, "its 274625 nodes in 34329 bytes"),
+        ({"dense": {64: (bits, values[:-1])}, "sparse": {}}, "another number of nodes"),
+        ({"dense": {64: (bits, values * float("nan"))}, "sparse": {}}, "finite float32"),
+        ({"dense": {64: (bits, values.double())}, "sparse": {}}, "finite float32"),
+        ({"dense": {}, "sparse": {fine: (keys + (fine + 1) ** 3, samples)}}, "outside its grid"),
+        ({"dense": {}, "sparse": {fine: (keys.flip(0), samples)}}, "out of order"),
+        ({"dense": {100_000: (bits, values)}, "sparse": {}}, "not a resolution"),
+        ({"dense": {}}, "'dense' and 'sparse'"),
+    ]
+    for bad, message in damaged:
+        with pytest.raises(ValueError, match=message):
+            GridCache.from_state(bad)
+
+
 def test_surface_cut_by_the_box_stays_watertight_after_vertex_merging():
     """Blobs touching the grid border must close without vertices collapsing onto each other."""
     rng = np.random.default_rng(0)

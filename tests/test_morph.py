@@ -6,6 +6,12 @@ blend drops the specks where two fields nearly cancel (`extraction.drop_small_pa
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -131,15 +137,67 @@ def test_serve_reuses_each_shapes_nodes_across_blends(two_shapes, tmp_path):
     from occnet_contract.ply import read_ply
 
     result, _, _ = two_shapes
-    warm = SliderServer(load_shape_model(result.checkpoint, "cpu"), tmp_path / "warm")
+    alone = shutil.copy(result.checkpoint, tmp_path / "checkpoint.pt")  # without the fit's grids (`warm_grids`)
+    warm = SliderServer(load_shape_model(alone, "cpu"), tmp_path / "warm")
     warm.extract({"resolution": 64, "weights": [0.5, 0.5]})
     moved = warm.extract({"resolution": 64, "weights": [0.6, 0.4]})
-    fresh = SliderServer(load_shape_model(result.checkpoint, "cpu"), tmp_path / "fresh")
+    fresh = SliderServer(load_shape_model(alone, "cpu"), tmp_path / "fresh")
     cold = fresh.extract({"resolution": 64, "weights": [0.6, 0.4]})
     assert moved["stats"]["evaluations"] < cold["stats"]["evaluations"] / 2, (moved["stats"], cold["stats"])
     (v_warm, f_warm), (v_cold, f_cold) = read_ply(moved["path"]), read_ply(cold["path"])
     np.testing.assert_array_equal(f_warm, f_cold)
     np.testing.assert_allclose(v_warm, v_cold, atol=1e-5)
+
+
+def serve_at_once(checkpoint: Path, requests: list[dict], out: Path) -> tuple[list[dict], str]:
+    """A real `serve` process given every request at once: it answers them before it warms anything
+    (it warms only once no request has come for a while). -> (answers, stderr)"""
+    lines = "".join(json.dumps({"id": i, **r}) + "\n" for i, r in enumerate(requests))
+    run = subprocess.run([sys.executable, "-m", "occnet_backend", "serve", "--checkpoint", str(checkpoint), "--out",
+                          str(out), "--device", "cpu"], cwd=Path(__file__).resolve().parents[1], input=lines,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    answers = [json.loads(line) for line in run.stdout.splitlines()][1:]  # after 'ready'
+    assert all(a["ok"] for a in answers), answers
+    return answers, run.stderr
+
+
+@pytest.mark.slow
+def test_serve_starts_from_the_fits_own_grids_and_only_from_its_own(two_shapes, tmp_path):
+    """`fit` leaves each shape's extraction grid beside its checkpoint (`warm_grids`): a fresh `serve`'s first
+    moves evaluate no node the fit's extraction had, its own shape comes back as the fit's mesh, and a grid
+    file that is not this checkpoint's, or is damaged, is ignored with a warning (the server fills its own)."""
+    from occnet_backend.fitting import save_fit_checkpoint
+    from occnet_backend.warm_grids import GRIDS_FILE
+    from occnet_contract.ply import read_ply
+
+    result, model, payload = two_shapes
+    folder = result.checkpoint.parent
+    assert (folder / GRIDS_FILE).is_file()
+    requests = [{"resolution": 64, "shape": payload["shape_ids"][0]}, {"resolution": 64, "weights": [0.5, 0.5]}]
+    (own, half), log = serve_at_once(result.checkpoint, requests, tmp_path / "with")
+    assert own["stats"]["evaluations"] == 0 and "not used" not in log
+    (v_fit, f_fit), (v_own, f_own) = read_ply(result.mesh_paths[payload["shape_ids"][0]]), read_ply(own["path"])
+    np.testing.assert_array_equal(f_own, f_fit)
+    np.testing.assert_array_equal(v_own, v_fit)
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (own_cold, half_cold), _ = serve_at_once(shutil.copy(result.checkpoint, alone / "checkpoint.pt"), requests,
+                                             tmp_path / "without")
+    assert half["stats"]["evaluations"] < half_cold["stats"]["evaluations"] / 2, (half["stats"], half_cold["stats"])
+    np.testing.assert_array_equal(read_ply(half["path"])[1], read_ply(half_cold["path"])[1])
+
+    other = tmp_path / "other"  # another checkpoint beside this fit's grids: the same weights, other scales
+    other.mkdir()
+    save_fit_checkpoint(other / "checkpoint.pt", model, payload["shape_ids"], payload["centers"].numpy(),
+                        payload["scales"].numpy() * 2)
+    shutil.copy(folder / GRIDS_FILE, other / GRIDS_FILE)
+    (own_other, _), log = serve_at_once(other / "checkpoint.pt", requests, tmp_path / "other_out")
+    assert "belongs to another fit" in log and own_other["stats"]["evaluations"] > 0
+    (other / GRIDS_FILE).write_bytes((folder / GRIDS_FILE).read_bytes()[:5000])
+    (own_damaged, _), log = serve_at_once(other / "checkpoint.pt", requests, tmp_path / "damaged_out")
+    assert "not used" in log and own_damaged["stats"]["evaluations"] == own_other["stats"]["evaluations"]
 
 
 @pytest.mark.slow

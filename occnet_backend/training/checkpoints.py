@@ -98,9 +98,10 @@ def _damaged_record(path: Path) -> str:
         return ""
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    formats: tuple[str, ...] = KNOWN_FORMATS) -> dict[str, Any]:
     """A checkpoint dict, read with weights_only=True. ValueError naming the file if it is missing,
-    corrupt (e.g. truncated) or not written by this package."""
+    corrupt (e.g. truncated) or not written by this package in one of `formats`."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path}: is a folder, not a checkpoint file; pass the .pt file inside it (e.g. {path / 'checkpoint.pt'})")
@@ -128,11 +129,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "the file is corrupt, truncated or not a PyTorch checkpoint of occnet_backend: "
             "use another checkpoint (e.g. best.pt) or train again"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") not in KNOWN_FORMATS:
+    if not isinstance(payload, dict) or payload.get("format") not in formats:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(
             f"{path}: not a checkpoint written by occnet_backend (format {found!r}, expected one of "
-            f"{list(KNOWN_FORMATS)}); pass a file written by `train` or `fit`"
+            f"{list(formats)}); pass a file written by `train` or `fit`"
         )
     return payload
 
