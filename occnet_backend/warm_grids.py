@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 GRIDS_FILE = "grids.pt"
 """The grids' file, beside the checkpoint `fit` writes."""
 GRIDS_FORMAT = "occnet-grids-1"
+"""The file's `format` (its reader refuses others, as `load_checkpoint` does checkpoints')."""
 
 
 def grids_path(checkpoint: str | Path) -> Path:
@@ -62,6 +63,6 @@ def load_grids(checkpoint: str | Path, num_shapes: int) -> list[GridCache] | Non
             raise ValueError(f"it holds {len(shapes) if isinstance(shapes, list) else 'no'} shapes' grids for a model "
                              f"of {num_shapes}")
         return [GridCache.from_state(state) for state in shapes]
-    except (ValueError, OSError) as err:
+    except (ValueError, TypeError, OSError) as err:  # TypeError: tensors of a dtype numpy has not
         log.warning("%s: not used, the sliders fill their grids themselves (%s)", path, err)
         return None
