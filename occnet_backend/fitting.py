@@ -271,7 +271,10 @@ def fit_meshes(
                                        grids, stop)
         if status == "cancelled":
             return FitResult(shape_ids, mesh_paths, checkpoint, {}, status, history)
-        save_grids(checkpoint, grids)
+        try:
+            save_grids(checkpoint, grids)
+        except OSError as err:  # a full disk: the sliders only start colder, so the fit goes on
+            log.warning("could not write %s (%s): the sliders will fill their grids themselves", GRIDS_FILE, err)
         plot_training_curves(history, out_dir / "training_curve.png", title="fit")
         precision = str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "float32"
         summary = {"shapes": per_shape, "timings": timings, "device": str(device), "training_precision": precision,

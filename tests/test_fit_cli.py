@@ -110,3 +110,33 @@ def test_sigterm_cancels_saves_and_exits_130(tmp_path):
     assert proc.returncode == 130, stderr[-2000:]
     assert events_of(stdout)[-1]["status"] == "cancelled"
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["shape_ids"] == ["box"]
+
+
+def test_a_disk_without_room_for_the_grids_file_still_gets_the_whole_fit(tmp_path, suzanne, monkeypatch, caplog):
+    """`grids.pt` only saves the sliders time (`warm_grids`): when the disk runs out while it is written,
+    the fit still ends 'ok' with its meshes, checkpoint and metrics, says why the file is missing, and
+    leaves no part of it behind."""
+    import errno
+
+    from occnet_backend.fitting import fit_meshes
+    from occnet_backend.warm_grids import GRIDS_FILE, GRIDS_FORMAT
+    from occnet_contract.settings import FitSettings
+
+    real_save = torch.save
+
+    def save(payload, f, *args, **kwargs):
+        if isinstance(payload, dict) and payload.get("format") == GRIDS_FORMAT:
+            f.write(b"\0" * 4096)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(payload, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    source = tmp_path / "monkey.ply"
+    trimesh.Trimesh(*suzanne, process=False).export(source)
+    out = tmp_path / "run"
+    result = fit_meshes([source], out, FitSettings(steps=30, points=2048, resolution=32, cached_points=20000,
+                                                   workers=1, device="cpu"))
+    assert result.status == "ok" and result.mesh_paths["monkey"].is_file()
+    assert (out / "checkpoint.pt").is_file() and (out / "metrics.json").is_file()
+    assert not (out / GRIDS_FILE).exists() and not list(out.rglob("*.tmp"))
+    assert f"could not write {GRIDS_FILE}" in caplog.text and "No space left" in caplog.text
