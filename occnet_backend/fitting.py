@@ -68,12 +68,28 @@ swallowed by a library's guarded optional imports (trimesh's `except BaseExcepti
 beside the thread's takes longer: a Cancel during prepare then ran on to the end (tests/test_faults.py)."""
 NEAR_SHARE_SHAPES = 0.3
 """Share of near-surface points in a training step of a model whose shapes' fields blend (`blends_fields`:
-a grid model of several shapes; any other model trains on half). Why: such a model's logits are kept a
-signed distance everywhere (`distance_loss`), and a blend's surface runs where every shape is far from
-its own surface, where only the uniform points teach the field. With half of them near, the README
-demo's nut + ant half-way surface at 128³ had 1.5x the area of the exact fields' blend (a cloud of
-bumps) and the nut 9 specks in its hole; with 0.3: 1.16x and no specks. On bench/morph.py's paths:
-Suzanne -> torus 2.72 -> 1.10x, 4 shapes worst 3.37 -> 1.59x (BENCHMARKS.md)."""
+a grid model of several shapes; any other model trains on half), at least NEAR_POINTS_PER_SHAPE of each
+shape's points (`near_share`). Why: such a model's logits are kept a signed distance everywhere
+(`distance_loss`), and a blend's surface runs where every shape is far from its own surface, where only
+the uniform points teach the field. With half of them near, the README demo's nut + ant half-way surface
+at 128³ had 1.5x the area of the exact fields' blend (a cloud of bumps) and the nut 9 specks in its hole;
+with 0.3: 1.16x and no specks. On bench/morph.py's paths: Suzanne -> torus 2.72 -> 1.10x, 4 shapes worst
+3.37 -> 1.59x; with 0.4 instead of 0.3, today's Suzanne -> torus 1.00 -> 1.10x, 4 shapes' median 1.05 -> 1.13x
+and their ant 0.973 -> 0.968 (BENCHMARKS.md)."""
+NEAR_POINTS_PER_SHAPE = 410
+"""Near-surface points of each shape in a step, at least (up to half its points). Why: an 8-shape model
+(1024 points a shape) had 307 at NEAR_SHARE_SHAPES, and its thin shapes trailed their single fits (airplane
+-0.027, ant -0.013); with 410 (a share of 0.4) -0.020 and -0.001, every other shape as close or closer,
+the same 475 steps, its half-way areas as smooth (median 1.06 -> 1.07x, worst 1.32 -> 1.29x; BENCHMARKS.md)."""
+
+
+def near_share(blends_fields: bool, points_per_shape: int) -> float:
+    """The share of near-surface points in each shape's `points_per_shape` of a training step."""
+    if not blends_fields:
+        return 0.5
+    return min(0.5, max(NEAR_SHARE_SHAPES, NEAR_POINTS_PER_SHAPE / points_per_shape))
+
+
 HOLDOUT_POINTS = 4096
 """Near-surface and uniform points of each shape's cache kept out of training, for early stopping
 (at most a tenth of the cache)."""
@@ -231,9 +247,9 @@ def fit_meshes(
     torch.manual_seed(s.seed)
     encoding = resolve_encoding(s.encoding)
     model = build_model(len(report.shapes), s, max(unit_cube_area(sources[sid], samples[sid]) for sid in report.shapes))
-    near = NEAR_SHARE_SHAPES if model.blends_fields else 0.5
-    dataset = OccupancyDataset(out_dir / "data", split="train", seed=s.seed, preload=True,
-                               num_points=max(1, s.points // min(len(report.shapes), SHAPES_PER_STEP)),
+    points_per_shape = max(1, s.points // min(len(report.shapes), SHAPES_PER_STEP))
+    near = near_share(model.blends_fields, points_per_shape)
+    dataset = OccupancyDataset(out_dir / "data", split="train", seed=s.seed, preload=True, num_points=points_per_shape,
                                soft_targets=DISTANCE_SCALE if encoding == "grid" else 0.0,
                                surface_sampling=near, uniform_sampling=1.0 - near,
                                holdout_points=min(HOLDOUT_POINTS, s.cached_points // 20))
