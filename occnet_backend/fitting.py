@@ -74,7 +74,7 @@ shape's points (`near_share`). Why: such a model's logits are kept a signed dist
 the uniform points teach the field. With half of them near, the README demo's nut + ant half-way surface
 at 128³ had 1.5x the area of the exact fields' blend (a cloud of bumps) and the nut 9 specks in its hole;
 with 0.3: 1.16x and no specks. On bench/morph.py's paths: Suzanne -> torus 2.72 -> 1.10x, 4 shapes worst
-3.37 -> 1.59x; with 0.4 instead of 0.3, today's Suzanne -> torus 1.00 -> 1.10x, 4 shapes' median 1.05 -> 1.13x
+3.37 -> 1.59x; with 0.4 for every such model instead: Suzanne -> torus 1.00 -> 1.10x, 4 shapes' median 1.05 -> 1.13x
 and their ant 0.973 -> 0.968 (BENCHMARKS.md)."""
 NEAR_POINTS_PER_SHAPE = 410
 """Near-surface points of each shape in a step, at least (up to half its points). Why: an 8-shape model
