@@ -242,7 +242,8 @@ class GridCache:
                                          f"{-(-count // 8)} bytes")
                     known = np.unpackbits(nodes, count=count).astype(bool)
                     if np.count_nonzero(known) != len(values):
-                        raise ValueError(f"a grid cache's dense level {r} marks another number of nodes than it has values")
+                        raise ValueError(f"a grid cache's dense level {r} marks another number of nodes than it "
+                                         "has values")
                     grid, cached = cache.level(r)
                     grid.reshape(-1)[known] = values
                     cached.reshape(-1)[:] = known
@@ -250,7 +251,8 @@ class GridCache:
                     if nodes.dtype != np.int64 or nodes.shape != values.shape:
                         raise ValueError(f"a grid cache's sparse level {r} must hold one int64 node per value")
                     if len(nodes) and (nodes[0] < 0 or nodes[-1] >= count or (np.diff(nodes) <= 0).any()):
-                        raise ValueError(f"a grid cache's sparse level {r} names nodes outside its grid or out of order")
+                        raise ValueError(f"a grid cache's sparse level {r} names nodes outside its grid or out "
+                                         "of order")
                     cache.sparse[r] = (nodes.copy(), values.copy())
         return cache
 
