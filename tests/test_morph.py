@@ -6,10 +6,7 @@ blend drops the specks where two fields nearly cancel (`extraction.drop_small_pa
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +21,7 @@ from occnet_backend.extraction import (EDGE_STEPS, MORPH_MIN_PART, MORPH_SMOOTHI
 from occnet_backend.metrics import evaluate_mesh
 from occnet_contract.settings import FitSettings
 from test_grid_fit import independent_truth, parts, pyvista_mesh
+from test_serve_cli import serve
 
 
 def box(center, size) -> trimesh.Trimesh:
@@ -152,12 +150,9 @@ def test_serve_reuses_each_shapes_nodes_across_blends(two_shapes, tmp_path):
 def serve_at_once(checkpoint: Path, requests: list[dict], out: Path) -> tuple[list[dict], str]:
     """A real `serve` process given every request at once: it answers them before it warms anything
     (it warms only once no request has come for a while). -> (answers, stderr)"""
-    lines = "".join(json.dumps({"id": i, **r}) + "\n" for i, r in enumerate(requests))
-    run = subprocess.run([sys.executable, "-m", "occnet_backend", "serve", "--checkpoint", str(checkpoint), "--out",
-                          str(out), "--device", "cpu"], cwd=Path(__file__).resolve().parents[1], input=lines,
-                         capture_output=True, text=True, timeout=300)
+    run, lines = serve(checkpoint, [{"id": i, **r} for i, r in enumerate(requests)], out)
     assert run.returncode == 0, run.stderr[-2000:]
-    answers = [json.loads(line) for line in run.stdout.splitlines()][1:]  # after 'ready'
+    answers = lines[1:]  # after 'ready'
     assert all(a["ok"] for a in answers), answers
     return answers, run.stderr
 
