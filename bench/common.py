@@ -118,3 +118,12 @@ def labelled_pool(vertices, faces, n=400_000, seed=0, uniform_box=0.6):
     uniform = rng.uniform(-uniform_box, uniform_box, (n - n // 2, 3))
     points = np.concatenate([near, uniform]).astype(np.float32)
     return v, torch.from_numpy(points), torch.from_numpy(inside(v, faces, points).astype(np.float32))
+
+
+def warm_up_fit(mesh_path, folder, amp: str) -> None:
+    """One small untimed fit. Why: a process's first fit imports what every later one finds loaded
+    (torch._dynamo, matplotlib: 2-4 s here), which would count against whichever fit is timed first."""
+    from occnet_backend.fitting import fit_meshes
+    from occnet_contract.settings import FitSettings
+
+    fit_meshes([mesh_path], folder, FitSettings(steps=20, resolution=32, amp=amp))

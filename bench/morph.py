@@ -40,7 +40,7 @@ import trimesh
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the add-on's slider client
 
-from common import machine, package_meshes  # noqa: E402
+from common import machine, package_meshes, warm_up_fit  # noqa: E402
 
 
 def blender_meshes(folder: Path) -> dict[str, Path]:
@@ -196,9 +196,7 @@ def main() -> None:
     print(f"fit: at most {settings.steps} steps x {settings.points} points, encoding {settings.encoding}, amp "
           f"{settings.amp}, {settings.resolution}³; paths at {args.path_resolution}³, 11 points each")
 
-    # untimed: a process's first fit imports what every later one finds loaded (2-4 s here), which would
-    # count against the first single fit and flatter the N-shape fits beside it
-    fit_meshes([meshes["cone"]], work / "warm_up", FitSettings(steps=20, resolution=32, amp=settings.amp))
+    warm_up_fit(meshes["cone"], work / "warm_up", settings.amp)  # else the first single fit pays the imports
     singles: dict[str, dict] = {}
     for name in order[: max(args.sizes)]:
         start = time.perf_counter()

@@ -8,10 +8,11 @@ Every method is scored by the same code (occnet_backend.metrics.evaluate_mesh) o
 held-out ground truth: 100k uniform points in the evaluation box labelled by winding number and
 100k surface points with normals, drawn with a seed `fit` never uses. All three work at the same
 grid resolution (Voxel Remesh: voxel = 1.1 · longest side / resolution). Components: connected
-parts of the result minus the source's own (floaters > 0; lost parts < 0).
+parts of the result minus the source's own (floaters > 0; lost parts < 0). Fits are timed after an
+untimed warm-up fit.
 
     make bench-meshes
-    .venv/bin/python bench/quality.py [--resolution 128] [--meshes suzanne nut ...] [--amp off]
+    .venv/bin/python bench/quality.py [--resolution 128] [--meshes suzanne nut ...] [--amp off] [--cached-points N]
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from common import PACKAGE_MESHES, machine, package_meshes, suzanne
+from common import PACKAGE_MESHES, machine, package_meshes, suzanne, warm_up_fit
 from occnet_backend.data.labels import inside
 from occnet_backend.data.meshes import load_mesh, normalization, to_unit_cube
 from occnet_backend.direct_field import direct_field_mesh
@@ -90,17 +91,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resolution", type=int, default=FitSettings().resolution)
     parser.add_argument("--amp", default=FitSettings().amp, help="fit's precision (off = fp32)")
+    parser.add_argument("--cached-points", type=int, default=FitSettings().cached_points,
+                        help="fit's labelled points per shape (more: denser near the surface, longer to label)")
     parser.add_argument("--meshes", nargs="+", default=["suzanne", *PACKAGE_MESHES])
     parser.add_argument("--json", type=Path, help="write every row here")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    print(f"fit defaults (amp {args.amp}), resolution {args.resolution}; Chamfer-L1 in unit-cube units")
+    print(f"fit defaults (amp {args.amp}, cached points {args.cached_points}), resolution {args.resolution}; "
+          "Chamfer-L1 in unit-cube units")
     rows: dict[str, dict[str, dict]] = {m: {} for m in METHODS}
     with tempfile.TemporaryDirectory() as tmp:
         paths = package_meshes([n for n in args.meshes if n != "suzanne"])
         if "suzanne" in args.meshes:
             paths["suzanne"] = str(Path(tmp) / "suzanne.ply")
             trimesh.Trimesh(*suzanne(), process=False).export(paths["suzanne"])
+        warm_up_fit(paths[args.meshes[0]], Path(tmp) / "warm_up", args.amp)  # else the first fit pays the imports
         for name in args.meshes:
             source = load_mesh(paths[name])
             center, scale = normalization(source.vertices)
@@ -109,7 +114,8 @@ def main() -> None:
             parts = components(unit, source.faces)
 
             start = time.perf_counter()
-            result = fit_meshes([paths[name]], Path(tmp) / name, FitSettings(resolution=args.resolution, amp=args.amp))
+            settings = FitSettings(resolution=args.resolution, amp=args.amp, cached_points=args.cached_points)
+            result = fit_meshes([paths[name]], Path(tmp) / name, settings)
             seconds = time.perf_counter() - start
             v, f = read_ply(result.mesh_paths[result.shape_ids[0]])
             timings = result.metrics["timings"]

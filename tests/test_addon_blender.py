@@ -16,7 +16,7 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from blender_addon.blender import api, export, jobs, results  # noqa: E402
+from blender_addon.blender import api, export, jobs, properties, results  # noqa: E402
 from blender_addon.runner import process  # noqa: E402
 from blender_addon.occnet_contract import ply  # noqa: E402
 from blender_addon.occnet_contract.settings import FitSettings  # noqa: E402
@@ -237,6 +237,9 @@ def test_panel_and_operators_are_registered(blender):
     scene = bpy.context.scene
     assert scene.occnet.steps == FitSettings().steps
     assert math.isclose(scene.occnet.threshold, 0.5)
+    assert scene.occnet.cached_points == FitSettings().cached_points
+    scene.occnet.cached_points = 800_000  # the panel's Labelled Points reach the backend's settings
+    assert properties.fit_settings(scene).cached_points == 800_000
     import occnet  # the script alias registered by the add-on
 
     assert occnet.reconstruct is api.reconstruct

@@ -162,6 +162,7 @@ class OCCNET_PT_settings(bpy.types.Panel):
         col = layout.column(align=True)
         col.prop(props, "steps")
         col.prop(props, "points")
+        col.prop(props, "cached_points")
         layout.label(text="Network", icon="NETWORK_DRIVE")
         layout.prop(props, "encoding")
         col = layout.column(align=True)

@@ -48,6 +48,7 @@ class OCCNET_PG_settings(bpy.types.PropertyGroup):
     )
     steps: IntProperty(**setting_property("steps"), soft_max=20000)
     points: IntProperty(**setting_property("points"), soft_max=65536)
+    cached_points: IntProperty(**setting_property("cached_points"), soft_max=2_000_000, step=100_000)
     encoding: EnumProperty(**setting_property("encoding"))
     width: IntProperty(**setting_property("width"), soft_max=512)
     depth: IntProperty(**setting_property("depth"))
@@ -95,6 +96,7 @@ def fit_settings(scene: bpy.types.Scene | None, device: str = "auto") -> FitSett
         threshold=round(props.threshold, 4),
         device=device,
         points=props.points,
+        cached_points=props.cached_points,
         width=props.width,
         depth=props.depth,
         encoding=props.encoding,
