@@ -53,10 +53,14 @@ GRID_DECODER = {"dim_hidden": 64, "num_layers": 1, "conditioning": "input"}
 """A grid network's decoder: the features carry the detail, so a small one is enough and a step
 costs a third of the Fourier network's; with several shapes, the code only says which one, so it enters
 at the input (`parts.CONDITIONINGS`; BENCHMARKS.md)."""
-NEAR_AREA = 4.0
+NEAR_AREA = 1.0
 """Surface area (in the unit cube) that the near-surface half of a cache (`cached_points`) covers: a
-shape with more surface (a heatsink's fins: 12.7, a Lego brick's thin walls: 11.5; most package
-meshes 0.5-4) gets more near points, at the same density (BENCHMARKS.md)."""
+shape with more surface (most package meshes 0.5-5 units, a heatsink's fins 12.7) gets more near points, at
+the same density, up to the surface at which the grid's finest level halves (`overflow_area`: there its
+cells grow four times as large). Why this density: at 256 cells the surface crosses about 45k finest-level
+cells a unit, and the fit learns that level from the segments of exact distances between its near points
+and the surface (`dataset.along_the_distance`); with a quarter of them (4 units a cache) it was bumpy
+between them: a camera's normal consistency 0.018 below its direct field's, 0.002 with this (BENCHMARKS.md)."""
 LATER_IMPORTS = ("torch._dynamo", "matplotlib.figure", "matplotlib.backends.backend_agg")
 """Modules a fit needs only after its labels: the optimizer's first step imports torch._dynamo (1.3-1.9 s
 on 2 cores), the pictures matplotlib (0.5 s). `fit_meshes` imports them on a thread while the labels
@@ -161,12 +165,17 @@ def grid_resolution(surface_area: float) -> int:
     most package meshes (0.5-5 units) keep 256. The largest shape's, not all shapes' together: a row
     shared by two shapes is told apart by their codes, which the decoder sees; 8 shapes (19 units in
     all) at 128 cells trailed their single fits by up to 0.027 IoU, at 256 by 0.013 (BENCHMARKS.md)."""
-    from occnet_backend.models.parts import LOG2_TABLE_SIZE
-
     cells = GRID_RESOLUTION
-    while cells > 16 and surface_area / (2 * TRAIN_BOX / cells) ** 2 > 2 * (1 << LOG2_TABLE_SIZE):
+    while cells > 16 and surface_area > overflow_area(cells):
         cells //= 2
     return cells
+
+
+def overflow_area(cells: int) -> float:
+    """The surface (unit-cube units) above which a finest level of `cells` cells per side is halved (`grid_resolution`)."""
+    from occnet_backend.models.parts import LOG2_TABLE_SIZE
+
+    return 2 * (1 << LOG2_TABLE_SIZE) * (2 * TRAIN_BOX / cells) ** 2
 
 
 def build_model(num_shapes: int, s: FitSettings, surface_area: float = 0.0) -> torch.nn.Module:
@@ -220,7 +229,7 @@ def fit_meshes(
     num_near = s.cached_points // 2
     config = SamplingConfig(
         num_uniform=s.cached_points - num_near, num_near=num_near, uniform_box=TRAIN_BOX, seed=s.seed,
-        near_per_area=num_near / NEAR_AREA,
+        near_per_area=num_near / NEAR_AREA, max_near=math.ceil(num_near / NEAR_AREA * overflow_area(GRID_RESOLUTION)),
     )
     try:
         report = prepare_dataset(out_dir / "data", inputs, config=config, split=(1.0, 0.0, 0.0), seed=s.seed,

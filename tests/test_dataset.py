@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -323,5 +324,12 @@ def test_a_shape_with_more_surface_gets_more_near_points_at_the_same_density():
         assert len(samples["uniform_points"]) == 500 and len(samples["surface_points"]) == 100
     assert 1000 < counts["ball"] < 1260 and counts["fins"] > 6 * counts["ball"]  # ~pi vs 11 fins' ~22 units
     assert len(sample_shape(ball.vertices, ball.faces, SamplingConfig(num_uniform=500, num_near=1000))["near_points"]) == 1000
+    # `max_near` bounds what the density asks for (the fins' finest grid level is coarser), never below num_near
+    capped = dataclasses.replace(config, max_near=3000)
+    assert SamplingConfig.from_dict(capped.to_dict()) == capped
+    assert len(sample_shape(fins.vertices, fins.faces, capped)["near_points"]) == 3000
+    assert len(sample_shape(ball.vertices, ball.faces, dataclasses.replace(config, max_near=10))["near_points"]) == 1000
     with pytest.raises(ValueError, match=r"near_per_area must be >= 0, got -1.0"):
         SamplingConfig(near_per_area=-1.0)
+    with pytest.raises(ValueError, match=r"max_near must be >= 0, got -1"):
+        SamplingConfig(max_near=-1)

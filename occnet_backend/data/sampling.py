@@ -39,6 +39,8 @@ class SamplingConfig:
     """Near-surface points per unit of surface area (in the unit cube) at least: a shape with more
     surface than `num_near / near_per_area` gets more near points than `num_near`, so their density
     does not drop (0: always `num_near`)."""
+    max_near: int = 0
+    """... but at most this many from that density (0: no bound; never fewer than `num_near`)."""
 
     def __post_init__(self) -> None:
         if min(self.num_uniform, self.num_near, self.num_surface) < 0:
@@ -51,6 +53,8 @@ class SamplingConfig:
             raise ValueError(f"uniform_box must be > 0, got {self.uniform_box}")
         if not self.near_per_area >= 0:
             raise ValueError(f"near_per_area must be >= 0, got {self.near_per_area}")
+        if self.max_near < 0:
+            raise ValueError(f"max_near must be >= 0, got {self.max_near}")
 
     @classmethod
     def from_counts(cls, num_points: int, surface_ratio: float, num_surface: int = 100_000, seed: int = 0):
@@ -121,7 +125,8 @@ def sample_shape(vertices: np.ndarray, faces: np.ndarray, config: SamplingConfig
     if not np.isfinite(areas).all() or areas.sum() <= 0:
         raise MeshError("the mesh has no surface area after normalisation; check for degenerate faces")
 
-    num_near = max(config.num_near, math.ceil(config.near_per_area * float(areas.sum())))
+    by_area = math.ceil(config.near_per_area * float(areas.sum()))
+    num_near = max(config.num_near, min(by_area, config.max_near) if config.max_near else by_area)
     n_draw = config.num_surface + num_near
     surface = np.zeros((0, 3))
     face_index = np.zeros(0, dtype=np.int64)
