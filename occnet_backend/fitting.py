@@ -54,13 +54,18 @@ GRID_DECODER = {"dim_hidden": 64, "num_layers": 1, "conditioning": "input"}
 costs a third of the Fourier network's; with several shapes, the code only says which one, so it enters
 at the input (`parts.CONDITIONINGS`; BENCHMARKS.md)."""
 NEAR_AREA = 1.0
-"""Surface area (in the unit cube) that the near-surface half of a cache (`cached_points`) covers: a
-shape with more surface (most package meshes 0.5-5 units, a heatsink's fins 12.7) gets more near points, at
-the same density, up to the surface at which the grid's finest level halves (`overflow_area`: there its
-cells grow four times as large). Why this density: at 256 cells the surface crosses about 45k finest-level
-cells a unit, and the fit learns that level from the segments of exact distances between its near points
-and the surface (`dataset.along_the_distance`); with a quarter of them (4 units a cache) it was bumpy
-between them: a camera's normal consistency 0.018 below its direct field's, 0.002 with this (BENCHMARKS.md)."""
+"""Surface area (in the unit cube) that the near-surface half of a cache (`cached_points`) covers in a fit
+of one shape: a shape with more surface (most package meshes 0.5-5 units, a heatsink's fins 12.7) gets more
+near points, at the same density, up to the surface at which the grid's finest level halves (`overflow_area`:
+there its cells grow four times as large). Why this density: at 256 cells the surface crosses about 45k
+finest-level cells a unit, and the fit learns that level from the segments of exact distances between its
+near points and the surface (`dataset.along_the_distance`); with a quarter of them it was bumpy between
+them: a camera's normal consistency 0.018 below its direct field's, 0.004 with this (BENCHMARKS.md)."""
+NEAR_AREA_SHAPES = 4.0
+"""The same for a fit of several shapes (up to the same bound). Why less dense: each of its shapes trains on
+1024-4096 points a step, not 8192, so its cache is drawn from 2-8 times less; at a single fit's density the 4- and 8-shape fits
+trained to their limit of 600 steps (0.75x / 0.61x the single fits' time instead of 0.57-0.62x) and the
+8-shape airplane ended 0.027 below its single fit instead of 0.020 (BENCHMARKS.md)."""
 LATER_IMPORTS = ("torch._dynamo", "matplotlib.figure", "matplotlib.backends.backend_agg")
 """Modules a fit needs only after its labels: the optimizer's first step imports torch._dynamo (1.3-1.9 s
 on 2 cores), the pictures matplotlib (0.5 s). `fit_meshes` imports them on a thread while the labels
@@ -229,7 +234,8 @@ def fit_meshes(
     num_near = s.cached_points // 2
     config = SamplingConfig(
         num_uniform=s.cached_points - num_near, num_near=num_near, uniform_box=TRAIN_BOX, seed=s.seed,
-        near_per_area=num_near / NEAR_AREA, max_near=math.ceil(num_near / NEAR_AREA * overflow_area(GRID_RESOLUTION)),
+        near_per_area=num_near / (NEAR_AREA if len(inputs) == 1 else NEAR_AREA_SHAPES),
+        max_near=math.ceil(num_near / NEAR_AREA * overflow_area(GRID_RESOLUTION)),
     )
     try:
         report = prepare_dataset(out_dir / "data", inputs, config=config, split=(1.0, 0.0, 0.0), seed=s.seed,
