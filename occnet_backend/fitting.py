@@ -63,9 +63,9 @@ near points and the surface (`dataset.along_the_distance`); with a quarter of th
 them: a camera's normal consistency 0.018 below its direct field's, 0.004 with this (BENCHMARKS.md)."""
 NEAR_AREA_SHAPES = 4.0
 """The same for a fit of several shapes (up to the same bound). Why less dense: each of its shapes trains on
-1024-4096 points a step, not 8192, so its cache is drawn from 2-8 times less; at a single fit's density the 4- and 8-shape fits
-trained to their limit of 600 steps (0.75x / 0.61x the single fits' time instead of 0.57-0.62x) and the
-8-shape airplane ended 0.027 below its single fit instead of 0.020 (BENCHMARKS.md)."""
+1024-4096 points a step, not 8192, so its cache is drawn from 2-8 times less; at a single fit's density the
+4- and 8-shape fits trained to their limit of 600 steps (0.75x / 0.61x the single fits' time instead of
+0.57-0.62x) and the 8-shape airplane ended 0.027 below its single fit instead of 0.020 (BENCHMARKS.md)."""
 LATER_IMPORTS = ("torch._dynamo", "matplotlib.figure", "matplotlib.backends.backend_agg")
 """Modules a fit needs only after its labels: the optimizer's first step imports torch._dynamo (1.3-1.9 s
 on 2 cores), the pictures matplotlib (0.5 s). `fit_meshes` imports them on a thread while the labels
@@ -177,7 +177,7 @@ def grid_resolution(surface_area: float) -> int:
 
 
 def overflow_area(cells: int) -> float:
-    """The surface (unit-cube units) above which a finest level of `cells` cells per side is halved (`grid_resolution`)."""
+    """The surface (unit-cube units) above which a finest level of `cells` cells a side is halved (`grid_resolution`)."""
     from occnet_backend.models.parts import LOG2_TABLE_SIZE
 
     return 2 * (1 << LOG2_TABLE_SIZE) * (2 * TRAIN_BOX / cells) ** 2

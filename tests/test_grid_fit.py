@@ -131,6 +131,42 @@ def test_the_finest_grid_level_has_no_more_surface_cells_than_table_rows_and_rou
         OccupancyNetwork(encoding="grid", grid_resolution=8)
 
 
+def test_a_single_fit_labels_near_points_by_its_surface_and_a_fit_of_several_at_a_quarter_of_that(tmp_path):
+    """A single fit's finest grid level is learned from the segments between its near points and the surface:
+    one unit of surface per cache's near half (`NEAR_AREA`), so a sphere (3.1 units) gets 3.1x, up to the
+    surface at which the finest level halves; a shape among several keeps a quarter of that density
+    (BENCHMARKS.md: denser caches ran the 4- and 8-shape fits to their step limit)."""
+    import math
+
+    from occnet_backend.data.folder import load_samples
+    from occnet_backend.fitting import NEAR_AREA, NEAR_AREA_SHAPES, fit_meshes, overflow_area
+
+    fins = trimesh.util.concatenate([trimesh.creation.box((1.0, 0.02, 1.0), trimesh.transformations.translation_matrix(
+        [0.0, y, 0.0])) for y in np.linspace(-0.5, 0.5, 11)])
+    meshes = {"sphere": trimesh.creation.icosphere(subdivisions=3), "fins": fins}
+    paths, area = {}, {}
+    for name, mesh in meshes.items():
+        paths[name] = tmp_path / f"{name}.stl"
+        mesh.export(paths[name])
+        center, scale = normalization(mesh.vertices)
+        area[name] = trimesh.Trimesh(to_unit_cube(mesh.vertices, center, scale), mesh.faces).area
+    settings = FitSettings(steps=1, resolution=32, cached_points=4000, amp="off")
+    near = 2000  # the near half of 4000
+
+    def cached(out, name):
+        return len(load_samples(out / "data", name)["near_points"])
+
+    fit_meshes([paths["sphere"]], tmp_path / "one", settings)
+    assert 3.0 < area["sphere"] < 3.2
+    assert cached(tmp_path / "one", "sphere") == math.ceil(near / NEAR_AREA * area["sphere"])
+    fit_meshes([paths["fins"]], tmp_path / "fins", settings)
+    assert area["fins"] > overflow_area(256)  # the density's bound
+    assert cached(tmp_path / "fins", "fins") == math.ceil(near / NEAR_AREA * overflow_area(256))
+    fit_meshes([paths["sphere"], paths["fins"]], tmp_path / "two", settings)
+    assert cached(tmp_path / "two", "sphere") == near  # 3.1 units at a quarter of the density: under the minimum
+    assert cached(tmp_path / "two", "fins") == math.ceil(near / NEAR_AREA_SHAPES * area["fins"])
+
+
 def thin_plate() -> trimesh.Trimesh:
     """A 0.012-thick plate: thinner than a 32³ cell (0.034), so no 32³ node lies inside it."""
     plate = trimesh.creation.box((0.9, 0.9, 0.012))
