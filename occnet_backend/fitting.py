@@ -177,7 +177,7 @@ def grid_resolution(surface_area: float) -> int:
 
 
 def overflow_area(cells: int) -> float:
-    """The surface (unit-cube units) above which a finest level of `cells` cells a side is halved (`grid_resolution`)."""
+    """The surface (unit-cube units) above which a finest level of `cells` cells a side halves (`grid_resolution`)."""
     from occnet_backend.models.parts import LOG2_TABLE_SIZE
 
     return 2 * (1 << LOG2_TABLE_SIZE) * (2 * TRAIN_BOX / cells) ** 2

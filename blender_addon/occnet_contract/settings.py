@@ -89,8 +89,8 @@ class FitSettings:
     lr: float = setting(1e-3, "learning rate", minimum=0.0, maximum=1.0, exclusive=True, label="Learning Rate")
     seed: int = setting(0, "random seed (same seed, same result)", minimum=0, maximum=2**31 - 1)
     cached_points: int = setting(200_000, "labelled points computed per shape before training; more give a closer, "
-                                 "smoother surface on large parts with thin walls or fine detail (CAD, scans), in up to "
-                                 "twice the fit's time", minimum=1000, maximum=20_000_000, label="Labelled Points")
+                                 "smoother surface on large parts with thin walls or fine detail (CAD, scans), in "
+                                 "up to twice the fit's time", minimum=1000, maximum=20_000_000, label="Labelled Points")
     workers: int = setting(1, "processes preparing shapes in parallel (libigl already labels on every core)",
                            minimum=1, maximum=64)
 
