@@ -27,6 +27,7 @@ from occnet_backend.data.folder import load_samples
 from occnet_backend.data.labels import inside
 from occnet_backend.data.meshes import normalization, to_unit_cube
 from occnet_backend.data.sampling import SamplingConfig
+from test_grid_fit import fins as grid_fit_fins
 
 SMALL = SamplingConfig(num_uniform=3000, num_near=3000, num_surface=1000)
 
@@ -310,8 +311,7 @@ def test_a_shape_with_more_surface_gets_more_near_points_at_the_same_density():
     from occnet_backend.data.sampling import sample_shape
 
     ball = trimesh.creation.icosphere(subdivisions=3)
-    fins = trimesh.util.concatenate([trimesh.creation.box((1.0, 0.02, 1.0), trimesh.transformations.translation_matrix(
-        [0.0, y, 0.0])) for y in np.linspace(-0.5, 0.5, 11)])
+    fins = grid_fit_fins()
     config = SamplingConfig(num_uniform=500, num_near=1000, num_surface=100, near_per_area=400.0)
     assert SamplingConfig.from_dict(config.to_dict()) == config
     counts = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import itertools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -136,14 +137,10 @@ def test_a_single_fit_labels_near_points_by_its_surface_and_a_fit_of_several_at_
     one unit of surface per cache's near half (`NEAR_AREA`), so a sphere (3.1 units) gets 3.1x, up to the
     surface at which the finest level halves; a shape among several keeps a quarter of that density
     (BENCHMARKS.md: denser caches ran the 4- and 8-shape fits to their step limit)."""
-    import math
-
     from occnet_backend.data.folder import load_samples
     from occnet_backend.fitting import NEAR_AREA, NEAR_AREA_SHAPES, fit_meshes, overflow_area
 
-    fins = trimesh.util.concatenate([trimesh.creation.box((1.0, 0.02, 1.0), trimesh.transformations.translation_matrix(
-        [0.0, y, 0.0])) for y in np.linspace(-0.5, 0.5, 11)])
-    meshes = {"sphere": trimesh.creation.icosphere(subdivisions=3), "fins": fins}
+    meshes = {"sphere": trimesh.creation.icosphere(subdivisions=3), "fins": fins()}
     paths, area = {}, {}
     for name, mesh in meshes.items():
         paths[name] = tmp_path / f"{name}.stl"
@@ -165,6 +162,12 @@ def test_a_single_fit_labels_near_points_by_its_surface_and_a_fit_of_several_at_
     fit_meshes([paths["sphere"], paths["fins"]], tmp_path / "two", settings)
     assert cached(tmp_path / "two", "sphere") == near  # 3.1 units at a quarter of the density: under the minimum
     assert cached(tmp_path / "two", "fins") == math.ceil(near / NEAR_AREA_SHAPES * area["fins"])
+
+
+def fins() -> trimesh.Trimesh:
+    """Eleven 0.02-thick fins, each a unit square: about 22 units of surface, a heatsink's many times a ball's."""
+    return trimesh.util.concatenate([trimesh.creation.box((1.0, 0.02, 1.0), trimesh.transformations.translation_matrix(
+        [0.0, y, 0.0])) for y in np.linspace(-0.5, 0.5, 11)])
 
 
 def thin_plate() -> trimesh.Trimesh:
