@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from occnet_backend.data.labels import boundary_faces, signed_distance
+from occnet_backend.data.labels import signed_distance
 from occnet_backend.extraction import extract_mesh
 
 DISTANCE_SCALE = 0.004
@@ -24,8 +24,7 @@ def direct_field(vertices: np.ndarray, faces: np.ndarray, exact: bool = True):
     quick look."""
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
-    boundary = boundary_faces(v, f)
-    return lambda points: (-signed_distance(v, f, points, boundary, exact) / DISTANCE_SCALE).astype(np.float32)
+    return lambda points: (-signed_distance(v, f, points, exact=exact) / DISTANCE_SCALE).astype(np.float32)
 
 
 def direct_field_mesh(vertices: np.ndarray, faces: np.ndarray, resolution: int, method: str = "mise",

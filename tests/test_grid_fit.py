@@ -216,27 +216,35 @@ def test_internal_faces_of_overlapping_parts_are_not_the_surface():
     assert signed_distance(v, f, point, boundary=np.ones(len(f), bool))[0] == pytest.approx(0.0, abs=1e-9)
 
 
-def test_a_partly_covered_face_bounds_the_volume_only_where_it_is_exposed():
+@pytest.mark.parametrize("surface", ["union", "faces split"])
+def test_a_partly_covered_face_bounds_the_volume_only_where_it_is_exposed(surface):
     """A stud standing on a plate (a Lego brick's top): the plate's top face bounds the volume
     around the stud but not under it, so inside the stud the distance is to the stud's own faces,
-    and the closest point is on the surface that is really there."""
-    from occnet_backend.data.labels import EXPOSED_RELATIVE, signed_distance_and_closest
+    and the closest point is on the surface that is really there. Two closed parts: their union
+    (exact); the faces as they are (what open parts get): the covered face split where closest
+    points fall."""
+    from occnet_backend.data.labels import EXPOSED_RELATIVE, boundary_faces, signed_distance_and_closest
 
     plate = trimesh.creation.box((0.6, 0.6, 0.1))  # top face at z = 0.05, two triangles
     stud = trimesh.creation.box((0.1, 0.1, 0.1))
     stud.apply_translation((0.0, 0.0, 0.05))  # from z = 0 to 0.1, through the plate's top face
     v = np.concatenate([plate.vertices, stud.vertices])
     f = np.concatenate([plate.faces, stud.faces + len(plate.vertices)])
+    boundary = None if surface == "union" else boundary_faces(v, f)
     points = np.array([[0.0, 0.0, 0.06], [0.0, 0.0, 0.04], [0.2, 0.2, 0.04], [0.04, 0.0, 0.051]])
-    sdf, closest = signed_distance_and_closest(v, f, points)
+    sdf, closest = signed_distance_and_closest(v, f, points, boundary)
+    quick = signed_distance(v, f, points, boundary, exact=False)
     # in the stud, 0.04 under its top; in the plate under the stud, sqrt(0.05² + 0.01²) = 0.051 to the
-    # plate's top beside the stud; both found to EXPOSED_RELATIVE of the distance (the covered face
-    # would say 0.01); beside the stud, the top face itself; near the stud's side, exact to EXPOSED_EDGE
-    exact = np.array([-0.04, -0.051, -0.01, -0.01])
+    # plate's top beside the stud (the covered face would say 0.01); beside the stud, the top face
+    # itself; near the stud's side, 0.01 to it
+    exact = np.array([-0.04, -np.hypot(0.05, 0.01), -0.01, -0.01])
+    assert np.linalg.norm(closest - points, axis=1) == pytest.approx(-sdf, abs=1e-9)
+    if surface == "union":
+        assert sdf == pytest.approx(exact, abs=1e-9) and quick == pytest.approx(exact, abs=1e-9)
+        return
+    # found to EXPOSED_RELATIVE of the distance, and to EXPOSED_EDGE near the stud's side
     assert (sdf < 0).all() and np.all(np.abs(sdf - exact) <= EXPOSED_RELATIVE * np.abs(exact) + 1e-9), sdf
     assert sdf[2] == pytest.approx(-0.01, abs=1e-9) and sdf[3] == pytest.approx(-0.01, abs=0.6 * 0.002)
-    assert np.linalg.norm(closest - points, axis=1) == pytest.approx(-sdf, abs=1e-9)
-    quick = signed_distance(v, f, points, exact=False)
     assert quick == pytest.approx([-0.01, -0.01, -0.01, -0.001], abs=1e-9), "the covered face as it is, for a quick look"
 
 
@@ -264,6 +272,33 @@ def test_points_drawn_along_their_distance_carry_their_exact_signed_distance(tmp
     assert ((truth < 0) == (sdf[moved] < 0)).mean() > 0.995
     error = np.abs(truth - sdf[moved])
     assert np.median(error) < 1e-4 and np.quantile(error, 0.99) < 0.002, (np.median(error), np.quantile(error, 0.99))
+
+
+@pytest.mark.parametrize("name", ["airplane", "ant"])
+def test_a_segment_to_the_surface_is_checked_only_where_the_mesh_is_open(name):
+    """pyvista's airplane is open: where the way from a near point to its closest surface point passes
+    a hole, the side changes on the way and the point gets no segment. The ant's parts are closed: its
+    side changes only across the surface, so every near point gets its segment without the check, and
+    the check, asked anyway, agrees with every one."""
+    from occnet_backend.data.labels import BOUNDARY_OFFSET, sealed, signed_distance_and_closest
+    from occnet_backend.data.sampling import SEGMENT_BAND, along_the_distance_is_exact
+
+    source = load_mesh(pyvista_mesh(name))
+    v = to_unit_cube(source.vertices, *normalization(source.vertices))
+    rng = np.random.default_rng(0)
+    points = trimesh.Trimesh(v, source.faces).sample(20000, seed=rng) + rng.normal(0, 0.01, (20000, 3))
+    sdf, closest = signed_distance_and_closest(v, source.faces, points)
+    segments = along_the_distance_is_exact(v, source.faces, points, closest, sdf < 0)
+    length = np.linalg.norm(closest - points, axis=1)
+    candidates = (length < SEGMENT_BAND) & (length > 4 * BOUNDARY_OFFSET)
+    given = (segments != 0).any(axis=1)
+    assert not (given & ~candidates).any()
+    if name == "airplane":
+        assert not sealed(v, source.faces) and 0 < (candidates & ~given).sum() < 0.05 * candidates.sum()
+        return
+    assert sealed(v, source.faces) and (given == candidates).all()
+    way = (closest - points)[candidates] / length[candidates, None]
+    assert (inside(v, source.faces, closest[candidates] - BOUNDARY_OFFSET * way) == (sdf < 0)[candidates]).all()
 
 
 def test_early_stopping_waits_for_patience_and_min_steps():

@@ -140,17 +140,72 @@ def test_a_face_exposed_only_at_its_centre_bounds_the_volume():
 
 
 def test_a_points_distance_does_not_depend_on_what_was_asked_before(plate_with_posts):
-    """Posts standing on a plate cover parts of its top faces. A far query refines those faces coarsely
-    and drops pieces whose centre is covered; a near query asked afterwards must still find the exposed
-    parts of those pieces: the same points get the same distances, asked first or after other points."""
-    from occnet_backend.data.labels import signed_distance
+    """Posts standing on a plate cover parts of its top faces. Measured to the faces as they are (what
+    open parts get), a far query refines those faces coarsely and drops pieces whose centre is covered;
+    a near query asked afterwards must still find the exposed parts of those pieces: the same points
+    get the same distances, asked first or after other points."""
+    from occnet_backend.data.labels import boundary_faces, signed_distance
 
-    kit = plate_with_posts
+    v, f = plate_with_posts.vertices, plate_with_posts.faces
+    faces_as_they_are = boundary_faces(v, f)
     rng = np.random.default_rng(0)
     near, far = (rng.uniform(-0.35, 0.35, (4000, 3)) * (1, 1, 0.3) for _ in range(2))
-    first = signed_distance(kit.vertices, kit.faces, near)
-    signed_distance(kit.vertices, kit.faces, far)
-    np.testing.assert_array_equal(signed_distance(kit.vertices, kit.faces, near), first)
+    first = signed_distance(v, f, near, faces_as_they_are)
+    signed_distance(v, f, far, faces_as_they_are)
+    np.testing.assert_array_equal(signed_distance(v, f, near, faces_as_they_are), first)
+    np.testing.assert_array_equal(np.sign(signed_distance(v, f, near)), np.sign(first))  # the union's
+
+
+def test_overlapping_closed_parts_are_measured_to_their_union():
+    """A box standing on a wider one covers all but a strip of its top face, so every probe spot of
+    that face is covered and the side test drops it: a point 0.01 above the strip is 0.01 from the
+    surface, which the union of the parts says and the faces that pass the side test do not (0.025)."""
+    from occnet_backend.data.labels import boundary_faces, bounding_surface, signed_distance
+
+    base = trimesh.creation.box((1.0, 1.0, 0.2))  # top at z = 0.1
+    block = trimesh.creation.box((1.05, 1.2, 0.3))
+    block.apply_translation((-0.075, 0.0, 0.15))  # covers the base's top up to x = 0.45
+    kit = trimesh.util.concatenate([base, block])
+    top = np.flatnonzero(np.isclose(kit.triangles_center[:, 2], 0.1))[:2]
+    assert not boundary_faces(kit.vertices, kit.faces)[top].any()
+    above_strip = np.array([[0.475, 0.0, 0.11], [0.475, 0.3, 0.105]])
+    assert signed_distance(kit.vertices, kit.faces, above_strip) == pytest.approx([0.01, 0.005], abs=1e-9)
+    surface_v, surface_f, bounds = bounding_surface(kit.vertices, kit.faces)
+    assert bounds.all() and trimesh.Trimesh(surface_v, surface_f).is_watertight
+    volume = 0.2 + 1.05 * 1.2 * 0.3 - 0.95 * 1.0 * 0.1  # the two less their overlap
+    assert trimesh.Trimesh(surface_v, surface_f).volume == pytest.approx(volume, rel=1e-9)
+
+
+BROKEN_PATCH = (np.array([[0.2838, 0.1081, 0.079], [0.2833, 0.1081, 0.0789], [0.2835, 0.1081, 0.0789],
+                          [0.2842, 0.108, 0.0791], [0.283, 0.108, 0.079], [0.2846, 0.108, 0.0794],
+                          [0.2825, 0.108, 0.0793], [0.2822, 0.1079, 0.0796], [0.2828, 0.108, 0.0791]]),
+                np.array([[5, 7, 6], [3, 8, 6], [3, 4, 8], [0, 1, 4], [0, 1, 2], [5, 6, 3], [3, 4, 0]]))
+"""Seven faces of a package camera model (an edge used twice in one direction): manifold3d 3.5
+crashes the process on them."""
+
+
+def test_a_cavity_and_a_broken_patch_keep_their_own_faces():
+    """A box with a cavity (a part inside out) and a second box through it, beside a patch manifold3d
+    cannot take: the two boxes' union is measured to, the cavity's faces as they are, the patch is left
+    alone (and does not crash the process). A point in the cavity is outside, 0.1 from its walls."""
+    from occnet_backend.data.labels import bounding_surface, signed_distance
+
+    shell = trimesh.creation.box((0.8, 0.8, 0.8))
+    cavity = trimesh.creation.box((0.2, 0.2, 0.2))
+    cavity.invert()
+    post = trimesh.creation.box((0.1, 0.1, 1.0))
+    post.apply_translation((0.3, 0.3, 0.0))
+    patch = trimesh.Trimesh(*BROKEN_PATCH, process=False)
+    patch.apply_translation((0.3, 0.0, 0.0))  # outside the shell
+    kit = trimesh.util.concatenate([shell, post, cavity, patch])
+    surface_v, surface_f, bounds = bounding_surface(kit.vertices, kit.faces)
+    kept = len(cavity.faces) + len(patch.faces)  # after the union, in their order
+    np.testing.assert_array_equal(surface_v[surface_f[-kept:]], kit.vertices[kit.faces[-kept:]])
+    union = trimesh.Trimesh(surface_v, surface_f[:-kept])
+    assert union.is_watertight and union.volume == pytest.approx(0.8**3 + 0.1 * 0.1 * 0.2, rel=1e-9)
+    assert bounds[-kept:-len(patch.faces)].all()  # the cavity's walls
+    points = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.15], [0.3, 0.3, 0.45]])
+    assert signed_distance(kit.vertices, kit.faces, points) == pytest.approx([0.1, -0.05, -0.05], abs=1e-9)
 
 
 def test_a_sliver_the_side_test_cannot_decide_starts_no_refinement(monkeypatch):

@@ -14,6 +14,7 @@ REQUIREMENTS: dict[str, str] = {
     "skimage": "scikit-image>=0.22",
     "scipy": "scipy>=1.11",
     "igl": "libigl>=2.6",
+    "manifold3d": "manifold3d>=3.5",
     "tensorboard": "tensorboard>=2.15",
     "tqdm": "tqdm>=4.66",
     "matplotlib": "matplotlib>=3.8",

@@ -233,6 +233,97 @@ def _bounds_volume(v: np.ndarray, f: np.ndarray, corners: np.ndarray, weights: n
     return bounds
 
 
+_SURFACE_CACHE: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def bounding_surface(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vertices, faces, which of them bound the labelled volume [F']): the surface the distances are
+    taken to (`exposed_distance`). A mesh whose faces all bound its volume is its own; one with
+    overlapping parts has every closed, outward part replaced by the union of those parts (manifold3d's
+    exact boolean), and keeps its other parts' faces as they are, with `boundary_faces`' answer.
+
+    Why: the union is the exposed surface at once. Found otherwise (splitting the faces that hold a covered
+    closest point until the pieces are small, `exposed_distance`), a heatsink's 676k points cost 10 s more than
+    their closest points alone, and a face whose four probe spots are all covered was missed, so an outside
+    point 0.0005 from the surface was given 0.008 (BENCHMARKS.md). A part that is open or inside out (a
+    cavity) is left to that splitting: what a union would do to it is not what its winding number says."""
+    v = np.ascontiguousarray(vertices, dtype=np.float64)
+    f = np.ascontiguousarray(faces, dtype=np.int64)
+    key = _mesh_key(v, f)
+    if key not in _SURFACE_CACHE:
+        outer = boundary_faces(v, f)
+        surface = (v, f, outer)
+        if not (outer | _thinner_than_probes(v[f])).all():
+            union = _union_of_closed_parts(v, f)
+            if union is not None:
+                union_v, union_f, rest = union
+                surface_v = np.concatenate([union_v, v])
+                surface_f = np.concatenate([union_f, f[rest] + len(union_v)])
+                union_bounds = (_bounds_volume(v, f, union_v[union_f], PROBE_WEIGHTS) if rest.any()
+                                else np.ones(len(union_f), dtype=bool))  # nothing else to cover them
+                surface = (surface_v, surface_f, np.concatenate([union_bounds, outer[rest]]))
+        _remember(_SURFACE_CACHE, key, surface)
+    return _SURFACE_CACHE[key]
+
+
+def _union_of_closed_parts(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(vertices, faces, the faces of `f` in no closed part: bool [F]) of the union of the mesh's closed,
+    outward parts (connected by shared corners, duplicated vertices merged first); None when fewer than
+    two parts are such solids."""
+    import manifold3d
+    import trimesh
+
+    mesh = _merged(v, f)
+    parts = trimesh.graph.connected_components(mesh.face_adjacency, nodes=np.arange(len(f)), min_len=1)
+    sealed = _sealed_faces(mesh.faces)
+    solids, rest = [], np.ones(len(f), dtype=bool)
+    for part in parts:
+        if not sealed[part].all():  # manifold3d crashes on some such parts (an edge of one face)
+            continue
+        corners, tri_verts = np.unique(mesh.faces[part], return_inverse=True)
+        solid = manifold3d.Manifold(manifold3d.Mesh64(
+            vert_properties=np.ascontiguousarray(mesh.vertices[corners], dtype=np.float64),
+            tri_verts=np.ascontiguousarray(tri_verts.reshape(-1, 3), dtype=np.uint32)))
+        if solid.status() == manifold3d.Error.NoError and solid.volume() > 0:
+            solids.append(solid)
+            rest[part] = False
+    if len(solids) < 2:
+        return None
+    union = manifold3d.Manifold.batch_boolean(solids, manifold3d.OpType.Add).to_mesh64()
+    return (np.ascontiguousarray(union.vert_properties[:, :3], dtype=np.float64),
+            np.ascontiguousarray(union.tri_verts, dtype=np.int64), rest)
+
+
+def _merged(v: np.ndarray, f: np.ndarray):
+    """The mesh as a trimesh.Trimesh with its duplicated vertices merged (its faces and their order kept)."""
+    import trimesh
+
+    mesh = trimesh.Trimesh(v, f, process=False, validate=False)
+    mesh.merge_vertices()
+    return mesh
+
+
+def sealed(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """Whether every part of the mesh is closed and consistently oriented (duplicated vertices merged):
+    then its inside changes only across faces that bound the volume."""
+    return bool(_sealed_faces(_merged(np.asarray(vertices), np.asarray(faces)).faces).all())
+
+
+def _sealed_faces(faces: np.ndarray) -> np.ndarray:
+    """Bool [F]: faces each of whose edges is used as often against its direction as along it (by its
+    neighbours): a part made only of such faces is closed and consistently oriented."""
+    n = int(faces.max()) + 1 if len(faces) else 0
+    tails, heads = faces.reshape(-1), np.roll(faces, -1, axis=1).reshape(-1)
+    edges, count = np.unique(tails * n + heads, return_counts=True)
+
+    def uses(key: np.ndarray) -> np.ndarray:
+        at = np.minimum(np.searchsorted(edges, key), len(edges) - 1)
+        return np.where(edges[at] == key, count[at], 0)
+
+    good = uses(tails * n + heads) == uses(heads * n + tails)
+    return good.reshape(-1, 3).all(axis=1)
+
+
 EXPOSED_EDGE = 0.002
 """How finely, as a fraction of the mesh's longest side, the exposed part of a partly covered face
 is found (`exposed_distance`): the distances of points near it are exact to about this much."""
@@ -270,7 +361,8 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
     v = np.ascontiguousarray(vertices, dtype=np.float64)
     f = np.ascontiguousarray(faces, dtype=np.int64)
     q = np.ascontiguousarray(np.asarray(points).reshape(-1, 3), dtype=np.float64)
-    outer = boundary_faces(v, f) if boundary is None else boundary
+    # the distances are to `surface_v[surface_f]`; the sides are always the mesh's own (`inside(v, f, ...)`)
+    surface_v, surface_f, outer = bounding_surface(v, f) if boundary is None else (v, f, boundary)
     # every call starts from the whole faces: a piece dropped at one query's tolerance can hold a later
     # query's closest point, so pieces kept across calls would make its distance too far and every label
     # depend on what the process had asked before
@@ -282,7 +374,7 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
         if order is not None:  # neighbouring queries walk the same boxes: 1.2-1.6x faster (BENCHMARKS.md)
             points = np.ascontiguousarray(points[order])
         if soup is None:  # the bounding faces, found on their pieces in `split_mesh` (slivers: 3x faster)
-            split_v, split_f, source = split_mesh(v, f)
+            split_v, split_f, source = split_mesh(surface_v, surface_f)
             pieces = np.flatnonzero(outer[source])
             squared, piece, point = igl.point_mesh_squared_distance(points, split_v, split_f[pieces])
             host = (np.cumsum(outer) - 1)[source[pieces[piece]]]  # the face's place in f[outer]
@@ -294,13 +386,13 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
         return np.sqrt(np.maximum(squared, 0.0)), host, point
 
     distance, host, closest = closest_on_soup(q)
-    refine = exact and not (outer | _thinner_than_probes(v[f])).all()
+    refine = exact and not (outer | _thinner_than_probes(surface_v[surface_f])).all()
     todo = np.flatnonzero(occupied & (distance < EXPOSED_BAND * size)) if refine else np.zeros(0, dtype=np.int64)
     for _ in range(EXPOSED_ROUNDS):
         if not len(todo):
             break
         if soup is None:
-            soup = v[f[outer]]
+            soup = surface_v[surface_f[outer]]
         edges = np.linalg.norm(soup - np.roll(soup, 1, axis=1), axis=2).max(axis=1)
         tolerance = np.maximum(EXPOSED_EDGE * size, EXPOSED_RELATIVE * distance[todo])
         check = edges[host[todo]] > tolerance

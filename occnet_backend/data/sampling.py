@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from occnet_backend.data.labels import BOUNDARY_OFFSET, inside, signed_distance_and_closest
+from occnet_backend.data.labels import BOUNDARY_OFFSET, inside, sealed, signed_distance_and_closest
 from occnet_backend.data.meshes import MeshError, normalization, to_unit_cube
 from occnet_contract.settings import EVAL_BOX
 
@@ -91,13 +91,18 @@ def along_the_distance_is_exact(v: np.ndarray, f: np.ndarray, points: np.ndarray
     surface is not the point's own. That happens at an open mesh's holes (the winding number
     changes its side across a hole, where no face is), and a segment across it would teach the
     wrong side: drawn along every segment, pyvista's open airplane lost 0.011 IoU; with this check,
-    0.002 (BENCHMARKS.md)."""
+    0.002 (BENCHMARKS.md). A `sealed` mesh has no such place (its side changes only across the surface,
+    which the way to the closest surface point does not cross), so it is not asked: no label of seven
+    package meshes failed the check, which cost a heatsink's 469k points 1.5 s (BENCHMARKS.md)."""
     to_surface = closest - points
     length = np.linalg.norm(to_surface, axis=1)
     near = np.flatnonzero((length < SEGMENT_BAND) & (length > 4 * BOUNDARY_OFFSET))
-    short = closest[near] - BOUNDARY_OFFSET * to_surface[near] / length[near, None]
     exact = np.zeros(len(points), dtype=bool)
-    exact[near] = inside(v, f, short) == occupancy[near]
+    if sealed(v, f):
+        exact[near] = True
+    else:
+        short = closest[near] - BOUNDARY_OFFSET * to_surface[near] / length[near, None]
+        exact[near] = inside(v, f, short) == occupancy[near]
     return np.where(exact[:, None], to_surface, 0.0).astype(np.float16)
 
 
