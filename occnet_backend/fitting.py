@@ -374,8 +374,8 @@ def write_previews(out_dir: Path, samples: dict, sources: dict, events: EventWri
 
     for sid, sample in samples.items():
         source = sources[sid]
-        # the quick distance: a preview should come in a second, and its surface is the same but for
-        # specks inside overlapping parts (the exact one costs a heatsink's 5 s preview 3 s more)
+        # the quick distance: a preview should come in a second, and its surface is the exact one's but for
+        # specks where open parts overlap (closed parts are measured to their union either way)
         mesh = direct_field_mesh(to_unit_cube(source.vertices, sample["center"], sample["scale"]), source.faces,
                                  PREVIEW_RESOLUTION, exact=False)
         world = (mesh["vertices"].astype(np.float64) * sample["scale"] + sample["center"]).astype(np.float32)
