@@ -12,12 +12,15 @@ import errno
 import importlib
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
 from pathlib import Path
 
 from occnet_backend.allocator import keep_freed_memory
+from occnet_backend.events import NULL_EVENTS
+from occnet_contract.dependencies import REQUIREMENTS, install_command
 from occnet_contract.protocol import EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE
 
 
@@ -65,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {dashed!r} is a file whose name starts with '-'; write ./{dashed} so it is not read as an "
               "option", file=sys.stderr)
         return EXIT_USAGE
-    module = importlib.import_module(f"occnet_backend.commands.{name.replace('-', '_')}")
+    try:
+        module = importlib.import_module(f"occnet_backend.commands.{name.replace('-', '_')}")
+    except ModuleNotFoundError as err:
+        return _fail([missing_requirement(err)], NULL_EVENTS)
     sub = argparse.ArgumentParser(prog=f"python -m occnet_backend {name}", description=COMMANDS[name])
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
@@ -91,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         print("cancelled", file=sys.stderr)
         events.emit("done", status="cancelled")
         return EXIT_CANCELLED
+    except ModuleNotFoundError as err:  # an environment made before the backend needed it
+        return _fail([missing_requirement(err)], events)
     except OSError as err:
         return _fail([describe_os_error(err, out)], events)
 
@@ -106,6 +114,17 @@ def _fail(messages: list[str], events, **done_fields) -> int:
         events.emit("error", message=message)
     events.emit("done", status="error", **done_fields)
     return EXIT_FAILED
+
+
+def missing_requirement(err: ModuleNotFoundError) -> str:
+    """A module the backend needs but this Python lacks, as one line with the command that installs it.
+    The name is read from the message too: an error raised in a prepare worker arrives without it."""
+    named = re.search(r"No module named '([^']+)'", str(err))
+    module = (err.name or (named.group(1) if named else "")).partition(".")[0]
+    if module not in REQUIREMENTS:
+        raise err
+    return (f"this Python lacks {REQUIREMENTS[module]}, which the backend needs; install it with: "
+            f"{install_command(sys.executable, [module])}")
 
 
 def describe_os_error(err: OSError, out: "os.PathLike | None" = None) -> str:

@@ -190,6 +190,23 @@ def test_out_that_is_a_file_is_one_clear_line(tmp_path):
     assert (tmp_path / "taken").read_text() == "x"
 
 
+def test_a_python_without_a_requirement_gets_the_command_that_installs_it(tmp_path):
+    """An environment made before the backend needed manifold3d: a fit of overlapping closed parts (which
+    takes their union) ends with one line naming the package and the pip command, not a traceback."""
+    blocked = tmp_path / "blocked" / "manifold3d"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'manifold3d'\", name='manifold3d')\n")
+    base = trimesh.creation.box((1.0, 1.0, 0.2))
+    block = trimesh.creation.box((0.5, 0.5, 0.4))
+    block.apply_translation((0.1, 0.0, 0.2))
+    trimesh.util.concatenate([base, block]).export(tmp_path / "kit.ply")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "blocked"), str(REPO)])}
+    result = subprocess.run([sys.executable, "-m", "occnet_backend", "fit", tmp_path / "kit.ply", "--out",
+                             tmp_path / "out", *FAST_FIT], cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env=env)
+    one_line_error(result, "this Python lacks manifold3d>=", f'"{sys.executable}" -m pip install "manifold3d>=')
+
+
 # ---- filesystem errors --------------------------------------------------------------------------
 
 def test_read_only_output_folder_is_one_clear_line(tmp_path):

@@ -342,8 +342,9 @@ CENTROID = np.array([[1, 1, 1]]) / 3.0
 def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, occupied: np.ndarray,
                      boundary: np.ndarray | None = None, exact: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(distance [N], closest point [N, 3]) from each point to the surface that bounds the labelled
-    volume: the `boundary` faces (see `boundary_faces`), less the parts of them covered by another
-    part. `occupied`: the points' labels (`inside`).
+    volume: `bounding_surface` (its closed parts' union, and the faces of the others that bound the
+    volume; or the `boundary` faces of the mesh as it is, when given), less the parts of those faces
+    covered by another part. `occupied`: the points' labels (`inside`).
 
     Why: a face can be partly covered (a stud standing on a brick's top face, a fin through a
     heatsink's base) and still bound the volume elsewhere; the distance to its covered part is no
@@ -353,9 +354,9 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
     on is split in four (or sixteen), the pieces whose centre is covered are dropped, and the
     distance is taken again, until no closest point is covered or the pieces are small enough
     (EXPOSED_EDGE, EXPOSED_RELATIVE). An outside point's closest point is never covered (the path
-    to it would cross the surface first). A mesh
-    whose every face bounds the volume has no overlapping parts, and skips all this; so does
-    `exact=False` (a quick look: the signs are the same, only distances near covered faces are too small)."""
+    to it would cross the surface first). A surface whose every face bounds the volume (no overlapping
+    parts, or only closed ones) skips all this; so does `exact=False` (a quick look: the signs are the
+    same, only distances near covered faces are too small)."""
     import igl
 
     v = np.ascontiguousarray(vertices, dtype=np.float64)
