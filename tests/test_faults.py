@@ -195,7 +195,8 @@ def test_a_python_without_a_requirement_gets_the_command_that_installs_it(tmp_pa
     takes their union) ends with one line naming the package and the pip command, not a traceback."""
     blocked = tmp_path / "blocked" / "manifold3d"
     blocked.mkdir(parents=True)
-    (blocked / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'manifold3d'\", name='manifold3d')\n")
+    (blocked / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'manifold3d'\", name='manifold3d')\n")
     base = trimesh.creation.box((1.0, 1.0, 0.2))
     block = trimesh.creation.box((0.5, 0.5, 0.4))
     block.apply_translation((0.1, 0.0, 0.2))
