@@ -160,7 +160,7 @@ def test_overlapping_closed_parts_are_measured_to_their_union():
     """A box standing on a wider one covers all but a strip of its top face, so every probe spot of
     that face is covered and the side test drops it: a point 0.01 above the strip is 0.01 from the
     surface, which the union of the parts says and the faces that pass the side test do not (0.025)."""
-    from occnet_backend.data.labels import boundary_faces, bounding_surface, signed_distance
+    from occnet_backend.data.labels import boundary_faces, bounding_surface, exact_surface, signed_distance
 
     base = trimesh.creation.box((1.0, 1.0, 0.2))  # top at z = 0.1
     block = trimesh.creation.box((1.05, 1.2, 0.3))
@@ -172,6 +172,7 @@ def test_overlapping_closed_parts_are_measured_to_their_union():
     assert signed_distance(kit.vertices, kit.faces, above_strip) == pytest.approx([0.01, 0.005], abs=1e-9)
     surface_v, surface_f, bounds = bounding_surface(kit.vertices, kit.faces)
     assert bounds.all() and trimesh.Trimesh(surface_v, surface_f).is_watertight
+    assert exact_surface(kit.vertices, kit.faces)
     volume = 0.2 + 1.05 * 1.2 * 0.3 - 0.95 * 1.0 * 0.1  # the two less their overlap
     assert trimesh.Trimesh(surface_v, surface_f).volume == pytest.approx(volume, rel=1e-9)
 
@@ -188,7 +189,7 @@ def test_a_cavity_and_a_broken_patch_keep_their_own_faces():
     """A box with a cavity (a part inside out) and a second box through it, beside a patch manifold3d
     cannot take: the two boxes' union is measured to, the cavity's faces as they are, the patch is left
     alone (and does not crash the process). A point in the cavity is outside, 0.1 from its walls."""
-    from occnet_backend.data.labels import bounding_surface, signed_distance
+    from occnet_backend.data.labels import bounding_surface, exact_surface, signed_distance
 
     shell = trimesh.creation.box((0.8, 0.8, 0.8))
     cavity = trimesh.creation.box((0.2, 0.2, 0.2))
@@ -204,6 +205,7 @@ def test_a_cavity_and_a_broken_patch_keep_their_own_faces():
     union = trimesh.Trimesh(surface_v, surface_f[:-kept])
     assert union.is_watertight and union.volume == pytest.approx(0.8**3 + 0.1 * 0.1 * 0.2, rel=1e-9)
     assert bounds[-kept:-len(patch.faces)].all()  # the cavity's walls
+    assert not exact_surface(kit.vertices, kit.faces)  # the patch bounds nothing: its faces are split as needed
     points = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.15], [0.3, 0.3, 0.45]])
     assert signed_distance(kit.vertices, kit.faces, points) == pytest.approx([0.1, -0.05, -0.05], abs=1e-9)
 

@@ -253,7 +253,7 @@ def bounding_surface(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarra
     if key not in _SURFACE_CACHE:
         outer = boundary_faces(v, f)
         surface = (v, f, outer)
-        if not (outer | _thinner_than_probes(v[f])).all():
+        if not _all_bound(v[f], outer):
             union = _union_of_closed_parts(v, f)
             if union is not None:
                 union_v, union_f, rest = union
@@ -264,6 +264,19 @@ def bounding_surface(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarra
                 surface = (surface_v, surface_f, np.concatenate([union_bounds, outer[rest]]))
         _remember(_SURFACE_CACHE, key, surface)
     return _SURFACE_CACHE[key]
+
+
+def exact_surface(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """Whether `bounding_surface` is the exposed surface as it is: every face of it bounds the volume (or is a
+    sliver the side test cannot decide), so no closest point found on it is covered."""
+    surface_v, surface_f, bounds = bounding_surface(vertices, faces)
+    return _all_bound(surface_v[surface_f], bounds)
+
+
+def _all_bound(triangles: np.ndarray, bounds: np.ndarray) -> bool:
+    """Whether every triangle [T, 3, 3] bounds the volume (`bounds` [T]) or is a sliver the side test cannot
+    decide (`_thinner_than_probes`): then no part of them is covered."""
+    return bool((bounds | _thinner_than_probes(triangles)).all())
 
 
 def _union_of_closed_parts(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -387,7 +400,7 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
         return np.sqrt(np.maximum(squared, 0.0)), host, point
 
     distance, host, closest = closest_on_soup(q)
-    refine = exact and not (outer | _thinner_than_probes(surface_v[surface_f])).all()
+    refine = exact and not _all_bound(surface_v[surface_f], outer)
     todo = np.flatnonzero(occupied & (distance < EXPOSED_BAND * size)) if refine else np.zeros(0, dtype=np.int64)
     for _ in range(EXPOSED_ROUNDS):
         if not len(todo):
