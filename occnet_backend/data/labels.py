@@ -291,7 +291,7 @@ def _union_of_closed_parts(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np
     sealed = _sealed_faces(mesh.faces)
     solids, rest = [], np.ones(len(f), dtype=bool)
     for part in parts:
-        if not sealed[part].all():  # manifold3d crashes on some such parts (an edge of one face)
+        if not sealed[part].all():  # manifold3d crashes on some such parts (an edge used twice one way)
             continue
         corners, tri_verts = np.unique(mesh.faces[part], return_inverse=True)
         solid = manifold3d.Manifold(manifold3d.Mesh64(
