@@ -391,7 +391,7 @@ def exposed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
             split_v, split_f, source = split_mesh(surface_v, surface_f)
             pieces = np.flatnonzero(outer[source])
             squared, piece, point = igl.point_mesh_squared_distance(points, split_v, split_f[pieces])
-            host = (np.cumsum(outer) - 1)[source[pieces[piece]]]  # the face's place in f[outer]
+            host = (np.cumsum(outer) - 1)[source[pieces[piece]]]  # the face's place in surface_f[outer]
         else:
             squared, host, point = igl.point_mesh_squared_distance(points, soup.reshape(-1, 3),
                                                                    np.arange(3 * len(soup)).reshape(-1, 3))

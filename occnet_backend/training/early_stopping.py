@@ -27,6 +27,9 @@ import torch
 CHECK_EVERY = 25
 """Steps between two held-out checks of a model that trains all its shapes every step (1-4 shapes:
 `fitting` scales it for more)."""
+PATIENCE = 2
+"""Checks in a row without a rise of `min_delta` after which training stops (`fitting.SHAPES_PATIENCE`: a
+fit of several shapes waits longer)."""
 
 
 class HeldOutIoU:
@@ -41,8 +44,8 @@ class HeldOutIoU:
     `average`: the decay of the moving average per step (0.95: about the last 20 steps).
     """
 
-    def __init__(self, evaluate: Callable[[], float], every: int = CHECK_EVERY, patience: int = 2, min_delta: float = 5e-4,
-                 min_steps: int = 100, average: float = 0.95):
+    def __init__(self, evaluate: Callable[[], float], every: int = CHECK_EVERY, patience: int = PATIENCE,
+                 min_delta: float = 5e-4, min_steps: int = 100, average: float = 0.95):
         if every < 1 or patience < 1 or min_steps < 0 or not min_delta >= 0 or not 0 <= average < 1:
             raise ValueError(f"every and patience must be >= 1, min_steps and min_delta >= 0, average in [0, 1), "
                              f"got {every}, {patience}, {min_steps}, {min_delta}, {average}")
