@@ -305,7 +305,8 @@ class OccupancyTrainer:
         if (self.checkpoint_dir is not None and self.checkpoint_every is not None
                 and self.step % self.checkpoint_every == 0 and not stop and self.step != total):
             self.save_checkpoint(kind="last")
-        self.stop.requested = stop
+        if stop:  # what the ranks agreed; never cleared here: a signal since `_agreed_stop` would be lost
+            self.stop.request()
         self._step_started = time.perf_counter()
         return stop or self.converged
 
