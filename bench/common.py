@@ -13,8 +13,11 @@ from occnet_backend.data.labels import inside
 
 
 def machine() -> str:
-    """One line naming the CPU, core count, and torch build, printed by every benchmark."""
+    """One line naming the CPU, core count, whether it multiplies bf16 natively (then `amp auto` trains in bf16)
+    and the torch build, printed by every benchmark."""
     import torch
+
+    from occnet_backend.training.precision import cpu_has_native_bf16
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -23,7 +26,8 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+    bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
+    return f"{cpu}, {os.cpu_count()} cores, {bf16}, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 PACKAGE_MESHES = {

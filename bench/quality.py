@@ -9,10 +9,11 @@ held-out ground truth: 100k uniform points in the evaluation box labelled by win
 100k surface points with normals, drawn with a seed `fit` never uses. All three work at the same
 grid resolution (Voxel Remesh: voxel = 1.1 · longest side / resolution). Components: connected
 parts of the result minus the source's own (floaters > 0; lost parts < 0). Fits are timed after an
-untimed warm-up fit.
+untimed warm-up fit. Given several precisions (`--amp off auto`), each mesh is fit in each in turn, so the
+precisions are compared in one run (this VM's speed drifts between runs).
 
     make bench-meshes
-    .venv/bin/python bench/quality.py [--resolution 128] [--meshes suzanne nut ...] [--amp off] [--cached-points N]
+    .venv/bin/python bench/quality.py [--resolution 128] [--meshes suzanne nut ...] [--amp off [auto]] [--cached-points N]
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from occnet_contract.ply import read_ply
 from occnet_contract.settings import EVAL_BOX, FitSettings
 
 KEYS = ("iou", "chamfer_l1", "normal_consistency", "fscore", "components", "seconds")
-METHODS = ("fit", "direct field", "Voxel Remesh")
+BASELINES = ("direct field", "Voxel Remesh")
 
 
 def voxel_remesh(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -90,38 +91,44 @@ def score(vertices, faces, truth: dict, source_parts: int, seconds: float) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resolution", type=int, default=FitSettings().resolution)
-    parser.add_argument("--amp", default=FitSettings().amp, help="fit's precision (off = fp32)")
+    parser.add_argument("--amp", nargs="+", default=[FitSettings().amp],
+                        help="fit's precision (off = fp32); several: a fit in each, side by side")
     parser.add_argument("--cached-points", type=int, default=FitSettings().cached_points,
                         help="fit's labelled points per shape (more: denser near the surface, longer to label)")
     parser.add_argument("--meshes", nargs="+", default=["suzanne", *PACKAGE_MESHES])
     parser.add_argument("--json", type=Path, help="write every row here")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    print(f"fit defaults (amp {args.amp}, cached points {args.cached_points}), resolution {args.resolution}; "
+    print(f"fit defaults (amp {' / '.join(args.amp)}, cached points {args.cached_points}), resolution {args.resolution}; "
           "Chamfer-L1 in unit-cube units")
-    rows: dict[str, dict[str, dict]] = {m: {} for m in METHODS}
+    fits = {("fit" if len(args.amp) == 1 else f"fit {amp}"): amp for amp in args.amp}
+    rows: dict[str, dict[str, dict]] = {m: {} for m in (*fits, *BASELINES)}
     with tempfile.TemporaryDirectory() as tmp:
         paths = package_meshes([n for n in args.meshes if n != "suzanne"])
         if "suzanne" in args.meshes:
             paths["suzanne"] = str(Path(tmp) / "suzanne.ply")
             trimesh.Trimesh(*suzanne(), process=False).export(paths["suzanne"])
-        warm_up_fit(paths[args.meshes[0]], Path(tmp) / "warm_up", args.amp)  # else the first fit pays the imports
-        for name in args.meshes:
+        for amp in args.amp:  # else the first fit pays the imports (and a precision's first kernels)
+            warm_up_fit(paths[args.meshes[0]], Path(tmp) / f"warm_up_{amp}", amp)
+        for index, name in enumerate(args.meshes):
             source = load_mesh(paths[name])
             center, scale = normalization(source.vertices)
             unit = to_unit_cube(source.vertices, center, scale)
             truth = ground_truth(unit, source.faces)
             parts = components(unit, source.faces)
 
-            start = time.perf_counter()
-            settings = FitSettings(resolution=args.resolution, amp=args.amp, cached_points=args.cached_points)
-            result = fit_meshes([paths[name]], Path(tmp) / name, settings)
-            seconds = time.perf_counter() - start
-            v, f = read_ply(result.mesh_paths[result.shape_ids[0]])
-            timings = result.metrics["timings"]
-            rows["fit"][name] = dict(score(to_unit_cube(v, center, scale), f, truth, parts, seconds),
-                                     steps=timings["train_steps"], train_s=timings["train_s"],
-                                     prepare_s=timings["prepare_s"])
+            # the second fit of a mesh finds its labelling structures cached: each precision goes first on every other mesh
+            for method, amp in list(fits.items())[:: -1 if index % 2 else 1]:
+                start = time.perf_counter()
+                settings = FitSettings(resolution=args.resolution, amp=amp, cached_points=args.cached_points)
+                result = fit_meshes([paths[name]], Path(tmp) / f"{name}_{amp}", settings)
+                seconds = time.perf_counter() - start
+                v, f = read_ply(result.mesh_paths[result.shape_ids[0]])
+                timings = result.metrics["timings"]
+                rows[method][name] = dict(score(to_unit_cube(v, center, scale), f, truth, parts, seconds),
+                                          steps=timings["train_steps"], train_s=timings["train_s"],
+                                          prepare_s=timings["prepare_s"],
+                                          precision=result.metrics["training_precision"])
 
             start = time.perf_counter()
             mesh = direct_field_mesh(unit, source.faces, args.resolution)
@@ -129,9 +136,12 @@ def main() -> None:
 
             v, f, seconds = voxel_remesh(source.vertices, source.faces, args.resolution)
             rows["Voxel Remesh"][name] = score(to_unit_cube(v, center, scale), f, truth, parts, seconds)
-            print(f"\n{name} ({len(source.faces)} faces, {parts} part(s)); fit: labels {timings['prepare_s']:.1f} s, "
-                  f"{timings['train_steps']} steps, training {timings['train_s']:.1f} s")
-            for method in METHODS:
+            print(f"\n{name} ({len(source.faces)} faces, {parts} part(s))")
+            for method in fits:
+                m = rows[method][name]
+                print(f"  {method}: {m['precision']}, labels {m['prepare_s']:.1f} s, {m['steps']:.0f} steps, training "
+                      f"{m['train_s']:.1f} s ({1000 * m['train_s'] / max(m['steps'], 1):.1f} ms a step)")
+            for method in rows:
                 m = rows[method][name]
                 print(f"  {method:<13} IoU {m['iou']:.4f}  CD-L1 {m['chamfer_l1']:.4f}  NC {m['normal_consistency']:.3f}  "
                       f"F@1% {m['fscore']:.3f}  watertight {str(bool(m['watertight'])):<5}  components {m['components']:+d}  "
@@ -144,11 +154,13 @@ def main() -> None:
         print(f"  {method:<13} IoU {med['iou']:.4f}  CD-L1 {med['chamfer_l1']:.4f}  NC {med['normal_consistency']:.3f}  "
               f"F@1% {med['fscore']:.3f}  watertight {closed}/{len(per_mesh)}  extra parts on {floaters}  "
               f"{med['seconds']:.1f} s")
-    gaps = sorted((rows["fit"][n]["iou"] - rows["direct field"][n]["iou"], n) for n in args.meshes)
-    print("\nfit - direct field IoU: median {:+.4f}; worst three: {}".format(
-        statistics.median(g for g, _ in gaps), ", ".join(f"{n} {g:+.4f}" for g, n in gaps[:3])))
+    for method in fits:
+        gaps = sorted((rows[method][n]["iou"] - rows["direct field"][n]["iou"], n) for n in args.meshes)
+        print("\n{} - direct field IoU: median {:+.4f}; worst three: {}".format(
+            method, statistics.median(g for g, _ in gaps), ", ".join(f"{n} {g:+.4f}" for g, n in gaps[:3])))
     if args.json:
-        args.json.write_text(json.dumps({m: {n: {k: float(v) for k, v in r.items() if k != "fscore_thresholds"}
+        args.json.write_text(json.dumps({m: {n: {k: v if isinstance(v, str) else float(v) for k, v in r.items()
+                                                 if k != "fscore_thresholds"}
                                             for n, r in per.items()} for m, per in rows.items()}, default=float))
 
 

@@ -30,7 +30,6 @@ from occnet_backend.allocator import keep_freed_memory  # noqa: E402
 from occnet_backend.models.network import ConditionalOccupancyNetwork  # noqa: E402
 from occnet_backend.models.network import OccupancyNetwork  # noqa: E402
 from occnet_backend.training.trainer import OccupancyTrainer  # noqa: E402
-from occnet_backend.training.precision import cpu_has_native_bf16
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -86,8 +85,7 @@ def main() -> None:
     say(f"load average before: {load:.2f} (other processes on these cores slow every number)")
     peak32 = matmul_gflops(torch.float32)
     peak16 = matmul_gflops(torch.bfloat16)
-    say(f"matmul 2048^3: fp32 {peak32:.1f} GFLOP/s (the roofline), bf16 {peak16:.1f} GFLOP/s; "
-        f"native bf16: {cpu_has_native_bf16()} (amp 'auto' uses bf16 only then)")
+    say(f"matmul 2048^3: fp32 {peak32:.1f} GFLOP/s (the roofline), bf16 {peak16:.1f} GFLOP/s")
     say(f"OccupancyTrainer.train_step, {args.points} points per step, 5 blocks, Fourier 64, Adam, {args.steps} timed steps")
     say(f"{'model':<34} {'precision':<21} {'points/s':>10} {'GFLOP/s':>8} {'of fp32 roofline':>17} "
         f"{'of own roofline':>16}")
