@@ -47,9 +47,8 @@ def describe_precision(amp: bool | str | None, device: torch.device, dtype: torc
 def resolve_amp(amp: bool | str | None, device: torch.device) -> torch.dtype | None:
     """AMP setting -> autocast dtype (None: off).
 
-    'auto'/True: fp16 on CUDA; on the CPU bf16 where the CPU has native bf16 (a Fourier network's step
-    in half the time of fp32, a grid network's in 0.87x, at the same reconstruction quality: BENCHMARKS.md),
-    otherwise off.
+    'auto'/True: fp16 on CUDA; on the CPU bf16 where the CPU has native bf16 (faster than fp32 at the same
+    reconstruction quality there, slower without it: BENCHMARKS.md), otherwise off.
     """
     if amp is None or amp is False or amp == "off":
         return None
