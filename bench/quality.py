@@ -12,6 +12,11 @@ parts of the result minus the source's own (floaters > 0; lost parts < 0). Fits 
 untimed warm-up fit. Given several precisions (`--amp off auto`), each mesh is fit in each in turn, so the
 precisions are compared in one run (this VM's speed drifts between runs).
 
+It also asks whether `fit` could give the better of its learned surface and the direct field without the
+truth: both meshes are scored on the fit's own held-out points (the ones its early stopping measures), and
+the one that scores better there is "picked"; the summary says how often that pick is the better on the
+truth, and what the picked result's gap to the direct field would be.
+
     make bench-meshes
     .venv/bin/python bench/quality.py [--resolution 128] [--meshes suzanne nut ...] [--amp off [auto]] [--cached-points N]
 """
@@ -29,11 +34,12 @@ import numpy as np
 import trimesh
 
 from common import PACKAGE_MESHES, machine, package_meshes, suzanne, warm_up_fit
+from occnet_backend.data.dataset import OccupancyDataset
 from occnet_backend.data.labels import inside
 from occnet_backend.data.meshes import load_mesh, normalization, to_unit_cube
 from occnet_backend.direct_field import direct_field_mesh
-from occnet_backend.fitting import fit_meshes
-from occnet_backend.metrics import evaluate_mesh
+from occnet_backend.fitting import fit_meshes, holdout_points
+from occnet_backend.metrics import evaluate_mesh, mesh_iou
 from occnet_contract.ply import read_ply
 from occnet_contract.settings import EVAL_BOX, FitSettings
 
@@ -88,6 +94,11 @@ def score(vertices, faces, truth: dict, source_parts: int, seconds: float) -> di
     return dict(m, components=components(vertices, faces) - source_parts, seconds=seconds)
 
 
+def picks_fit(row: dict) -> bool:
+    """Whether a fit's mesh scores at least the direct field's on the fit's own held-out points."""
+    return row["held_iou"] >= row["held_direct_iou"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resolution", type=int, default=FitSettings().resolution)
@@ -118,14 +129,18 @@ def main() -> None:
             parts = components(unit, source.faces)
 
             # the second fit of a mesh finds its labelling structures cached: each precision goes first on every other mesh
+            held_out = {}
             for method, amp in list(fits.items())[:: -1 if index % 2 else 1]:
                 start = time.perf_counter()
                 settings = FitSettings(resolution=args.resolution, amp=amp, cached_points=args.cached_points)
                 result = fit_meshes([paths[name]], Path(tmp) / f"{name}_{amp}", settings)
                 seconds = time.perf_counter() - start
                 v, f = read_ply(result.mesh_paths[result.shape_ids[0]])
+                v = to_unit_cube(v, center, scale)
+                held_out[method] = OccupancyDataset(Path(tmp) / f"{name}_{amp}" / "data", preload=True,
+                                                    holdout_points=holdout_points(settings)).holdout(0)
                 timings = result.metrics["timings"]
-                rows[method][name] = dict(score(to_unit_cube(v, center, scale), f, truth, parts, seconds),
+                rows[method][name] = dict(score(v, f, truth, parts, seconds), held_iou=mesh_iou(v, f, **held_out[method]),
                                           steps=timings["train_steps"], train_s=timings["train_s"],
                                           prepare_s=timings["prepare_s"],
                                           precision=result.metrics["training_precision"])
@@ -133,6 +148,8 @@ def main() -> None:
             start = time.perf_counter()
             mesh = direct_field_mesh(unit, source.faces, args.resolution)
             rows["direct field"][name] = score(mesh["vertices"], mesh["faces"], truth, parts, time.perf_counter() - start)
+            for method, held in held_out.items():
+                rows[method][name]["held_direct_iou"] = mesh_iou(mesh["vertices"], mesh["faces"], **held)
 
             v, f, seconds = voxel_remesh(source.vertices, source.faces, args.resolution)
             rows["Voxel Remesh"][name] = score(to_unit_cube(v, center, scale), f, truth, parts, seconds)
@@ -140,7 +157,9 @@ def main() -> None:
             for method in fits:
                 m = rows[method][name]
                 print(f"  {method}: {m['precision']}, labels {m['prepare_s']:.1f} s, {m['steps']:.0f} steps, training "
-                      f"{m['train_s']:.1f} s ({1000 * m['train_s'] / max(m['steps'], 1):.1f} ms a step)")
+                      f"{m['train_s']:.1f} s ({1000 * m['train_s'] / max(m['steps'], 1):.1f} ms a step); on its "
+                      f"{len(held_out[method]['points'])} held-out points IoU {m['held_iou']:.4f}, the direct field's "
+                      f"{m['held_direct_iou']:.4f}: picks {'fit' if picks_fit(m) else 'the direct field'}")
             for method in rows:
                 m = rows[method][name]
                 print(f"  {method:<13} IoU {m['iou']:.4f}  CD-L1 {m['chamfer_l1']:.4f}  NC {m['normal_consistency']:.3f}  "
@@ -158,6 +177,15 @@ def main() -> None:
         gaps = sorted((rows[method][n]["iou"] - rows["direct field"][n]["iou"], n) for n in args.meshes)
         print("\n{} - direct field IoU: median {:+.4f}; worst three: {}".format(
             method, statistics.median(g for g, _ in gaps), ", ".join(f"{n} {g:+.4f}" for g, n in gaps[:3])))
+    for method in fits:
+        picked = {n: rows[method][n]["iou"] if picks_fit(rows[method][n]) else rows["direct field"][n]["iou"]
+                  for n in args.meshes}
+        right = sum(picked[n] == max(rows[method][n]["iou"], rows["direct field"][n]["iou"]) for n in args.meshes)
+        gaps = sorted((picked[n] - rows["direct field"][n]["iou"], n) for n in args.meshes)
+        print("{} or the direct field, whichever scores better on the fit's held-out points: fit on {}, the better on "
+              "the truth on {} of {}; gap to the direct field: median {:+.4f}; worst three: {}".format(
+                  method, sum(picks_fit(rows[method][n]) for n in args.meshes), right, len(args.meshes),
+                  statistics.median(g for g, _ in gaps), ", ".join(f"{n} {g:+.4f}" for g, n in gaps[:3])))
     if args.json:
         args.json.write_text(json.dumps({m: {n: {k: v if isinstance(v, str) else float(v) for k, v in r.items()
                                                  if k != "fscore_thresholds"}

@@ -104,6 +104,11 @@ HOLDOUT_POINTS = 4096
 (at most a tenth of the cache)."""
 
 
+def holdout_points(settings: FitSettings) -> int:
+    """Near-surface and uniform points each of a fit's shapes holds out of training (`HOLDOUT_POINTS`)."""
+    return min(HOLDOUT_POINTS, settings.cached_points // 20)
+
+
 @dataclass
 class FitResult:
     shape_ids: list[str]
@@ -267,7 +272,7 @@ def fit_meshes(
     dataset = OccupancyDataset(out_dir / "data", split="train", seed=s.seed, preload=True, num_points=points_per_shape,
                                soft_targets=DISTANCE_SCALE if encoding == "grid" else 0.0,
                                surface_sampling=near, uniform_sampling=1.0 - near,
-                               holdout_points=min(HOLDOUT_POINTS, s.cached_points // 20))
+                               holdout_points=holdout_points(s))
     shape_ids = list(dataset.shape_ids)
     loader = DataLoader(dataset, batch_size=min(len(shape_ids), SHAPES_PER_STEP), shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(s.seed))
