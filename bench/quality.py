@@ -94,6 +94,13 @@ def score(vertices, faces, truth: dict, source_parts: int, seconds: float) -> di
     return dict(m, components=components(vertices, faces) - source_parts, seconds=seconds)
 
 
+def gap_summary(gaps: dict[str, float]) -> str:
+    """'median +0.0000; worst three: a -0.0100, ...' of IoU gaps per mesh."""
+    worst = sorted((g, n) for n, g in gaps.items())[:3]
+    return "median {:+.4f}; worst three: {}".format(statistics.median(gaps.values()),
+                                                    ", ".join(f"{n} {g:+.4f}" for g, n in worst))
+
+
 def picks_fit(row: dict) -> bool:
     """Whether a fit's mesh scores at least the direct field's on the fit's own held-out points."""
     return row["held_iou"] >= row["held_direct_iou"]
@@ -174,18 +181,16 @@ def main() -> None:
               f"F@1% {med['fscore']:.3f}  watertight {closed}/{len(per_mesh)}  extra parts on {floaters}  "
               f"{med['seconds']:.1f} s")
     for method in fits:
-        gaps = sorted((rows[method][n]["iou"] - rows["direct field"][n]["iou"], n) for n in args.meshes)
-        print("\n{} - direct field IoU: median {:+.4f}; worst three: {}".format(
-            method, statistics.median(g for g, _ in gaps), ", ".join(f"{n} {g:+.4f}" for g, n in gaps[:3])))
+        gaps = {n: rows[method][n]["iou"] - rows["direct field"][n]["iou"] for n in args.meshes}
+        print(f"\n{method} - direct field IoU: {gap_summary(gaps)}")
     for method in fits:
         picked = {n: rows[method][n]["iou"] if picks_fit(rows[method][n]) else rows["direct field"][n]["iou"]
                   for n in args.meshes}
         right = sum(picked[n] == max(rows[method][n]["iou"], rows["direct field"][n]["iou"]) for n in args.meshes)
-        gaps = sorted((picked[n] - rows["direct field"][n]["iou"], n) for n in args.meshes)
-        print("{} or the direct field, whichever scores better on the fit's held-out points: fit on {}, the better on "
-              "the truth on {} of {}; gap to the direct field: median {:+.4f}; worst three: {}".format(
-                  method, sum(picks_fit(rows[method][n]) for n in args.meshes), right, len(args.meshes),
-                  statistics.median(g for g, _ in gaps), ", ".join(f"{n} {g:+.4f}" for g, n in gaps[:3])))
+        gaps = {n: picked[n] - rows["direct field"][n]["iou"] for n in args.meshes}
+        print(f"{method} or the direct field, whichever scores better on the fit's held-out points: fit on "
+              f"{sum(picks_fit(rows[method][n]) for n in args.meshes)}, the better on the truth on {right} of "
+              f"{len(args.meshes)}; gap to the direct field: {gap_summary(gaps)}")
     if args.json:
         args.json.write_text(json.dumps({m: {n: {k: v if isinstance(v, str) else float(v) for k, v in r.items()
                                                  if k != "fscore_thresholds"}
