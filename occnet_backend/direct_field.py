@@ -34,4 +34,4 @@ def direct_field_mesh(vertices: np.ndarray, faces: np.ndarray, resolution: int, 
     placed on the field between nodes): the ceiling as bench/quality.py defines it, and a preview
     that costs no distance query beyond its grid."""
     return extract_mesh(direct_field(vertices, faces, exact), resolution=resolution, method=method,
-                        distance_scale=DISTANCE_SCALE, edge_steps=0)
+                        distance_scale=DISTANCE_SCALE, edge_steps=0, denoise=False)

@@ -26,6 +26,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.measure import marching_cubes as lewiner_marching_cubes
 
+from occnet_backend.denoising import denoise as denoise_surface
 from occnet_contract.settings import EVAL_BOX, MISE_BASE_RESOLUTION, RESOLUTIONS, FitSettings
 
 DEFAULTS = FitSettings()
@@ -74,20 +75,20 @@ from 1.2-3.9x to 1.0-1.6x, the shapes' forms kept (0.01: up to 2.0x; BENCHMARKS.
 
 
 def blend_options(weights) -> dict:
-    """`extract_mesh`'s `min_part`, `edge_steps` and `smoothing` for these weights over the learned shapes
-    (None: one shape). A blend of two or more drops its specks (MORPH_MIN_PART), keeps marching cubes'
+    """`extract_mesh`'s `min_part`, `edge_steps`, `smoothing` and `denoise` for these weights over the learned
+    shapes (None: one shape). A blend of two or more drops its specks (MORPH_MIN_PART), keeps marching cubes'
     straight line between nodes and is smoothed, up to MORPH_SMOOTHING half-way and less towards a
-    shape's own weights (a shape's own reconstruction keeps every part, places its vertices and is not
-    smoothed, and a slider moved off it does not jump). Why the straight line: where two distance fields
+    shape's own weights, instead of denoised (a shape's own reconstruction keeps every part, places its
+    vertices and is denoised, not smoothed, and a slider moved off it does not jump). Why the straight line: where two distance fields
     nearly cancel, the blend is flat and noisy, and vertices placed exactly on it follow the noise (a
     4-shape model's Suzanne -> torus path: largest area jump 8.0 x the endpoints' difference placed, 2.8
     not, 4.4 for the exact fields), while a half-way slider move evaluated 1.4x the nodes (804k vs 565k,
     1.12 vs 0.69 s at 128³; BENCHMARKS.md)."""
     w = np.zeros(1) if weights is None else np.asarray(weights, dtype=np.float64)
     if np.count_nonzero(w) < 2:
-        return {"min_part": 0.0, "edge_steps": EDGE_STEPS, "smoothing": 0.0}
+        return {"min_part": 0.0, "edge_steps": EDGE_STEPS, "smoothing": 0.0, "denoise": True}
     w = w / w.sum()
-    return {"min_part": MORPH_MIN_PART, "edge_steps": 0,
+    return {"min_part": MORPH_MIN_PART, "edge_steps": 0, "denoise": False,
             "smoothing": MORPH_SMOOTHING * min(1.0, 4.0 * (1.0 - float(np.sum(w * w))))}
 
 
@@ -622,6 +623,7 @@ def extract_mesh(
     min_part: float = 0.0,
     edge_steps: int = EDGE_STEPS,
     smoothing: float = 0.0,
+    denoise: bool = True,
 ) -> dict:
     """Extract the threshold surface of an occupancy function.
 
@@ -643,6 +645,8 @@ def extract_mesh(
             edge (`place_on_edges`); 0 is plain marching cubes.
         smoothing: σ of a Gaussian the grid's values are smoothed with before marching cubes, in the
             function's units (a blend of shapes uses `blend_options`'); 0 for none.
+        denoise: flatten the surface's sub-cell bumps (`denoising.denoise`: a learned field's own
+            surface; False for plain marching cubes of an exact field or a blend).
 
     Returns:
         {'vertices': float32 [V, 3], 'faces': int64 [F, 3], 'stats': {'evaluations', 'seconds',
@@ -669,6 +673,8 @@ def extract_mesh(
     cell_volume = (box_size / resolution) ** 3
     vertices, faces, dropped = drop_small_parts(vertices, faces, min_part, min_volume=cell_volume,
                                                 min_cavity=CAVITY_CELLS * cell_volume)
+    if denoise:
+        vertices = denoise_surface(vertices, faces, box_size / resolution)
     return {
         "vertices": vertices,
         "faces": faces,

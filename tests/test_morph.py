@@ -36,8 +36,10 @@ def test_small_parts_are_dropped_relative_to_the_largest():
     assert dropped == 1 and len(kept_f) == len(big.faces) and len(kept_v) == len(big.vertices)
     assert trimesh.Trimesh(kept_v, kept_f).volume == pytest.approx(big.volume)
     assert drop_small_parts(v, f, 0.0)[2] == 0 and drop_small_parts(v, f, 0.001)[2] == 0
-    assert blend_options(None) == blend_options([0, 1, 0]) == {"min_part": 0.0, "edge_steps": EDGE_STEPS, "smoothing": 0.0}
-    assert blend_options([0.5, 0.5, 0]) == {"min_part": MORPH_MIN_PART, "edge_steps": 0, "smoothing": MORPH_SMOOTHING}
+    assert blend_options(None) == blend_options([0, 1, 0]) == {"min_part": 0.0, "edge_steps": EDGE_STEPS, "smoothing": 0.0,
+                                                                       "denoise": True}
+    assert blend_options([0.5, 0.5, 0]) == {"min_part": MORPH_MIN_PART, "edge_steps": 0, "smoothing": MORPH_SMOOTHING,
+                                                    "denoise": False}
     ramp = [blend_options([1 - t, t])["smoothing"] for t in (0.02, 0.05, 0.1, 0.2)]  # none at a shape's own
     assert 0 < ramp[0] < ramp[1] < ramp[2] < ramp[3] == MORPH_SMOOTHING
     with pytest.raises(ValueError, match="a blend needs at least one shape of non-zero weight"):
