@@ -5,8 +5,8 @@ repeatedly doubles the resolution, evaluating the network only at the corners of
 corners straddle the threshold; every other value is filled in by trilinear interpolation, which
 keeps its sign, so marching cubes sees the same crossings as on the dense grid with a fraction of
 the network evaluations. Marching cubes then places each vertex on the function itself along its
-grid edge (`place_on_edges`), not on the straight line between two node values. Written in numpy:
-no compiled extension.
+grid edge (`place_on_edges`), not on the straight line between two node values, and a learned
+surface's sub-cell bumps are flattened (`denoising`). Written in numpy: no compiled extension.
 
 Grid convention (as in the reference code): `resolution` cells per axis over the box
 [-box_size/2, box_size/2]³, so `resolution + 1` samples per axis. The grid is padded with a very
@@ -79,11 +79,11 @@ def blend_options(weights) -> dict:
     shapes (None: one shape). A blend of two or more drops its specks (MORPH_MIN_PART), keeps marching cubes'
     straight line between nodes and is smoothed, up to MORPH_SMOOTHING half-way and less towards a
     shape's own weights, instead of denoised (a shape's own reconstruction keeps every part, places its
-    vertices and is denoised, not smoothed, and a slider moved off it does not jump). Why the straight line: where two distance fields
-    nearly cancel, the blend is flat and noisy, and vertices placed exactly on it follow the noise (a
-    4-shape model's Suzanne -> torus path: largest area jump 8.0 x the endpoints' difference placed, 2.8
-    not, 4.4 for the exact fields), while a half-way slider move evaluated 1.4x the nodes (804k vs 565k,
-    1.12 vs 0.69 s at 128³; BENCHMARKS.md)."""
+    vertices and is denoised, not smoothed, and a slider moved off it does not jump). Why the straight
+    line: where two distance fields nearly cancel, the blend is flat and noisy, and vertices placed
+    exactly on it follow the noise (a 4-shape model's Suzanne -> torus path: largest area jump 8.0 x the
+    endpoints' difference placed, 2.8 not, 4.4 for the exact fields), while a half-way slider move
+    evaluated 1.4x the nodes (804k vs 565k, 1.12 vs 0.69 s at 128³; BENCHMARKS.md)."""
     w = np.zeros(1) if weights is None else np.asarray(weights, dtype=np.float64)
     if np.count_nonzero(w) < 2:
         return {"min_part": 0.0, "edge_steps": EDGE_STEPS, "smoothing": 0.0, "denoise": True}
@@ -656,6 +656,8 @@ def extract_mesh(
     if isinstance(edge_steps, bool) or not isinstance(edge_steps, (int, np.integer)) or not 0 <= edge_steps <= MAX_EDGE_STEPS:
         raise ValueError(f"edge_steps must be a whole number from 0 (plain marching cubes) to {MAX_EDGE_STEPS}, "
                          f"got {edge_steps!r}")
+    if not isinstance(denoise, (bool, np.bool_)):
+        raise ValueError(f"denoise must be True or False, got {denoise!r}")
     if not (isinstance(smoothing, (int, float)) and 0.0 <= smoothing < math.inf):
         raise ValueError(f"smoothing must be a distance >= 0 (0: none), got {smoothing!r}")
     check_resolution(resolution, method, resolution0)

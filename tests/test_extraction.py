@@ -126,6 +126,7 @@ def test_threshold_is_converted_to_a_logit():
         (dict(edge_steps=1.5), "edge_steps must be a whole number from 0"),
         (dict(smoothing=-0.01), "smoothing must be a distance >= 0"),
         (dict(smoothing=float("inf")), "smoothing must be a distance >= 0"),
+        (dict(denoise="no"), "denoise must be True or False"),
     ],
 )
 def test_bad_arguments_say_what_to_change(kwargs, message):
