@@ -17,6 +17,7 @@ against the current rule's.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import statistics
 import tempfile
@@ -36,8 +37,9 @@ from occnet_contract.settings import FitSettings
 
 DEFAULT_MESHES = ["board", "lego", "camera", "gear_ring", "plate", "servo", "face_scan", "ant", "airplane", "bunny",
                   "nut", "duck"]
-MIN_DELTA = HeldOutIoU.__init__.__defaults__[2]
-MIN_STEPS = HeldOutIoU.__init__.__defaults__[3]
+_DEFAULTS = inspect.signature(HeldOutIoU).parameters
+MIN_DELTA = _DEFAULTS["min_delta"].default
+MIN_STEPS = _DEFAULTS["min_steps"].default
 Curve = list[tuple[int, float]]  # (step, held-out IoU) per check
 
 
