@@ -153,14 +153,6 @@ def resolve_encoding(encoding: str) -> str:
     return "grid" if encoding == "auto" else encoding
 
 
-def grid_features(num_shapes: int) -> int:
-    """Features per grid level for a model of `num_shapes` shapes: 2, and 2 more for every 4 shapes
-    beyond the first 4. Why: every shape is normalised into the same unit cube, so the one grid holds
-    all of them at every point, and 8 shapes in 2 features a level lost up to 0.058 IoU against their
-    single fits (4 features: 0.029; bench/morph.py, BENCHMARKS.md)."""
-    return 2 * max(1, math.ceil(num_shapes / 4))
-
-
 GRID_RESOLUTION = 256
 """Cells per side of the grid's finest level, at most: finer than a 128³ extraction grid, so the learned
 surface keeps sharpening at 256³ (BENCHMARKS.md)."""
@@ -173,8 +165,9 @@ def grid_resolution(surface_area: float) -> int:
     surface, which the decoder cannot tell apart: the heatsink (12.7 units of fins, 4.4 surface cells a
     row at 256) reached IoU 0.890 at 256 cells and 0.912 at 128 (normal consistency 0.863 -> 0.887);
     most package meshes (0.5-5 units) keep 256. The largest shape's, not all shapes' together: a row
-    shared by two shapes is told apart by their codes, which the decoder sees; 8 shapes (19 units in
-    all) at 128 cells trailed their single fits by up to 0.027 IoU, at 256 by 0.013 (BENCHMARKS.md)."""
+    where two shapes' salted hashes meet (`parts.HashGridEncoding`) is told apart by their codes, which
+    the decoder sees; 8 shapes (19 units in all) at 128 cells trailed their single fits by up to 0.027
+    IoU, at 256 by 0.013 (BENCHMARKS.md)."""
     cells = GRID_RESOLUTION
     while cells > 16 and surface_area > overflow_area(cells):
         cells //= 2
@@ -196,13 +189,12 @@ def build_model(num_shapes: int, s: FitSettings, surface_area: float = 0.0) -> t
     common = dict(dim_hidden=s.width, num_layers=s.depth, fourier_frequencies=s.fourier_frequencies,
                   fourier_scale=s.fourier_scale, encoding=encoding)
     if encoding == "grid":
-        common.update(GRID_DECODER, distance_scale=DISTANCE_SCALE, grid_features=grid_features(num_shapes),
-                      grid_resolution=grid_resolution(surface_area))
+        common.update(GRID_DECODER, distance_scale=DISTANCE_SCALE, grid_resolution=grid_resolution(surface_area))
     if num_shapes == 1:
         return OccupancyNetwork(**common)
     from occnet_backend.models.network import ConditionalOccupancyNetwork
 
-    return ConditionalOccupancyNetwork(num_shapes=num_shapes, **common)
+    return ConditionalOccupancyNetwork(num_shapes=num_shapes, shape_rows=encoding == "grid", **common)
 
 
 def fit_meshes(

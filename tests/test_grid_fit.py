@@ -93,22 +93,35 @@ def test_grid_network_round_trips_its_config_and_rejects_a_bad_one():
         OccupancyNetwork(distance_scale=0.0)
 
 
-def test_a_model_of_more_shapes_gets_more_grid_features_and_round_trips_them():
-    from occnet_backend.fitting import build_model, grid_features
+def test_each_shape_of_a_grid_model_has_rows_of_its_own_and_they_round_trip():
+    """Two shapes' features meet only where their salted hashes collide: a step on one shape leaves the
+    other's coarse (dense) rows alone, and moves few of its hashed ones."""
+    from occnet_backend.fitting import build_model
 
-    assert [grid_features(n) for n in (1, 2, 4, 5, 8, 9)] == [2, 2, 2, 4, 4, 6]
     model = build_model(8, FitSettings())
-    assert model.encoding.features == 4 and model.config["grid_features"] == 4
-    assert model.encoding.dim_output == 3 + model.encoding.levels * 4
+    grid = model.encoding
+    assert grid.shapes == 8 and grid.features == 2 and model.config["shape_rows"] is True
+    dense = int(grid.offsets[grid.num_dense])
+    assert grid.table.shape[0] == int(grid.offsets[-1]) + grid.table_size + 7 * dense
+    points = torch.rand(4096, 3) * 1.2 - 0.6
+    rows = [set(grid.interpolation(points, torch.full((4096,), k))[0].reshape(-1).tolist()) for k in (0, 1)]
+    dense_rows = [{r for r in rs if r < dense or r >= int(grid.offsets[-1]) + grid.table_size} for rs in rows]
+    assert not dense_rows[0] & dense_rows[1], "two shapes share a dense row"
+    shared = len(rows[0] & rows[1]) / len(rows[0])
+    assert shared < 0.2, f"{shared:.0%} of shape 0's rows are shape 1's too"
+    # shape 0 keeps the shared layout: a checkpoint of shared rows reads its rows where they were
+    assert torch.equal(grid.interpolation(points, torch.zeros(4096, dtype=torch.long))[0], grid.interpolation(points)[0])
+
     again = type(model)(**model.config)
     again.load_state_dict(model.state_dict())
-    points = torch.rand(64, 3) - 0.5
     assert torch.equal(model.predict_logits(points, shape_index=7), again.predict_logits(points, shape_index=7))
-    # a checkpoint written before the setting existed names no grid_features: 2, as it was trained
-    legacy = {k: v for k, v in build_model(1, FitSettings()).config.items() if k != "grid_features"}
-    assert OccupancyNetwork(**legacy).encoding.features == 2
-    with pytest.raises(ValueError, match="grid_features must be an integer >= 1"):
-        OccupancyNetwork(encoding="grid", grid_features=0)
+    with pytest.raises(ValueError, match="give shape_index=i or weights"):
+        model.predict_logits(points, condition=model.blend_codes([1, 1, 0, 0, 0, 0, 0, 0]))
+    # a checkpoint written before the setting existed names no shape_rows: one table, as it was trained
+    legacy = {k: v for k, v in model.config.items() if k != "shape_rows"}
+    assert type(model)(**legacy).encoding.shapes == 1
+    with pytest.raises(ValueError, match="shape_rows must be true or false"):
+        OccupancyNetwork(encoding="grid", shape_rows=True)
 
 
 def test_the_finest_grid_level_has_no_more_surface_cells_than_table_rows_and_round_trips():

@@ -98,6 +98,9 @@ class OccupancyNetwork(nn.Module):
         conditioning: where the decoder takes the code, `parts.CONDITIONINGS`: 'norm' (its first
             hidden layer and the normalisations' scale and shift, per `norm`) or 'input' (its first
             hidden layer only; what `fit` builds for several shapes on a grid).
+        shape_rows: a grid of several learned shapes gives each shape rows of its own
+            (`parts.HashGridEncoding`'s `shapes`; what `fit` builds). Such a model takes its shapes by
+            `shape_index` or `weights` (a code that is no learned shape's has no rows).
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class OccupancyNetwork(nn.Module):
         grid_features: int = 2,
         grid_resolution: int = 256,
         conditioning: str = "norm",
+        shape_rows: bool = False,
     ):
         super().__init__()
         if conditioning not in CONDITIONINGS:
@@ -136,6 +140,9 @@ class OccupancyNetwork(nn.Module):
         if isinstance(grid_resolution, bool) or not isinstance(grid_resolution, int) or not 16 <= grid_resolution <= 1024:
             raise ValueError(f"grid_resolution must be an integer in [16, 1024] (cells of the grid's finest level), "
                              f"got {grid_resolution!r}")
+        if not isinstance(shape_rows, bool) or (shape_rows and (encoding != "grid" or num_shapes < 1)):
+            raise ValueError(f"shape_rows must be true or false, and true only for a grid encoding with a code table, "
+                             f"got {shape_rows!r}")
         if dim_hidden < 1 or num_layers < 1 or dim_condition < 0:
             raise ValueError(f"dim_hidden and num_layers must be >= 1 and dim_condition >= 0, got {dim_hidden}, "
                              f"{num_layers}, {dim_condition}")
@@ -174,6 +181,8 @@ class OccupancyNetwork(nn.Module):
                                encoder_points=encoder_points)
             if conditioning != "norm":  # absent from checkpoints written before it could be chosen: 'norm'
                 self.config.update(conditioning=conditioning)
+            if shape_rows:  # absent from checkpoints written before it could be chosen: shared rows
+                self.config.update(shape_rows=True)
         else:
             self.config.update(use_batch_norm=use_batch_norm)
         self.dim_input = dim_input
@@ -190,7 +199,8 @@ class OccupancyNetwork(nn.Module):
         self.encoder = PointNetEncoder(dim_condition, dim_hidden) if encoder == "pointnet" else None
         if encoding == "grid":
             self.encoding: nn.Module = HashGridEncoding(dim_input, features=grid_features, box=TRAIN_BOX,
-                                                        finest_resolution=grid_resolution)
+                                                        finest_resolution=grid_resolution,
+                                                        shapes=num_shapes if shape_rows else 1)
             dim_encoded = self.encoding.dim_output
         elif fourier_frequencies > 0:
             self.encoding = FourierFeatures(dim_input, fourier_frequencies, fourier_scale)
@@ -291,7 +301,18 @@ class OccupancyNetwork(nn.Module):
         flat, lead = _flatten_points(query_points, self.dim_input)
         points = flat.reshape(1, -1, self.dim_input) if len(lead) == 1 else flat.reshape(lead[0], lead[1], -1)
         c = self._codes_for(points, condition, query_points.shape) if self.conditional else None
+        if getattr(self.encoding, "shapes", 1) > 1:
+            shape = self._shape_of(c).repeat_interleave(points.shape[1])
+            return self.decoder(self.encoding(points, shape), c).reshape(lead)
         return self.decoder(self.encoding(points), c).reshape(lead)
+
+    def _shape_of(self, codes: torch.Tensor) -> torch.Tensor:
+        """The learned shape [B] each code [B, C] is (a model with `shape_rows`: its grid rows are per shape)."""
+        same = (codes.detach()[:, None, :] == self.codes.weight.detach().to(codes.dtype)[None]).all(-1)
+        if not same.any(1).all():
+            raise ValueError("this model keeps each learned shape's own grid rows: give shape_index=i or weights=[...] "
+                             "(a code that is no learned shape's has no rows of its own)")
+        return same.int().argmax(1)
 
     def _codes_for(self, points: torch.Tensor, condition: torch.Tensor | None, shape: torch.Size) -> torch.Tensor:
         if condition is None:
@@ -487,6 +508,7 @@ class ConditionalOccupancyNetwork(OccupancyNetwork):
         grid_features: int = 2,
         grid_resolution: int = 256,
         conditioning: str = "norm",
+        shape_rows: bool = False,
     ):
         if dim_condition < 1:
             raise ValueError(f"dim_condition must be >= 1, got {dim_condition}")
@@ -495,7 +517,8 @@ class ConditionalOccupancyNetwork(OccupancyNetwork):
                          dim_condition=dim_condition, num_shapes=num_shapes, encoder=encoder, norm=norm,
                          code_init_std=code_init_std, code_regularization=code_regularization,
                          encoder_points=encoder_points, encoding=encoding, distance_scale=distance_scale,
-                         grid_features=grid_features, grid_resolution=grid_resolution, conditioning=conditioning)
+                         grid_features=grid_features, grid_resolution=grid_resolution, conditioning=conditioning,
+                         shape_rows=shape_rows)
 
 
 def _as_code(model: OccupancyNetwork, value: Any) -> torch.Tensor:
