@@ -346,18 +346,13 @@ def steps_per_round(num_shapes: int) -> float:
     return max(1.0, num_shapes / SHAPES_PER_STEP)
 
 
-SHAPES_PATIENCE = 3
-"""Checks without a rise after which a fit of several shapes stops (one shape: `early_stopping.PATIENCE`). Why: the
-held-out IoU measures the shapes, not the blends between them. Stopped after 2, a 4-shape fit trained 375 steps
-and its half-way surfaces had 1.25x the area of the exact fields' blend (worst 1.63x: lumps); after 3 it trained
-600 steps, 1.02x (worst 1.07x), and its worst shape went from -0.009 to -0.006 of its single fit (BENCHMARKS.md)."""
-
-
 def held_out_iou(model: torch.nn.Module, dataset, every: int = CHECK_EVERY):
     """Early stopping on the mean held-out IoU over the shapes (each with its own code), checked
-    every `every` steps (see SHAPES_PATIENCE)."""
+    every `every` steps. A fit of several shapes stops as one of one shape does: with rows of their own in
+    the grid their blends are as smooth at that stop (half-way areas 1.00-1.06x the exact fields'; a check
+    more had been needed while the shapes shared every row, BENCHMARKS.md)."""
     from occnet_backend.metrics import iou
-    from occnet_backend.training.early_stopping import PATIENCE, HeldOutIoU
+    from occnet_backend.training.early_stopping import HeldOutIoU
 
     held = [dataset.holdout(i) for i in range(len(dataset))]
 
@@ -366,7 +361,7 @@ def held_out_iou(model: torch.nn.Module, dataset, every: int = CHECK_EVERY):
                       h["occupancy"]) for i, h in enumerate(held)]
         return sum(scores) / len(scores)
 
-    return HeldOutIoU(evaluate, every=every, patience=SHAPES_PATIENCE if len(held) > 1 else PATIENCE)
+    return HeldOutIoU(evaluate, every=every)
 
 
 def write_previews(out_dir: Path, samples: dict, sources: dict, events: EventWriter) -> None:

@@ -28,8 +28,7 @@ CHECK_EVERY = 25
 """Steps between two held-out checks of a model that trains all its shapes every step (1-4 shapes:
 `fitting` scales it for more)."""
 PATIENCE = 2
-"""Checks in a row without a rise of `min_delta` after which training stops (`fitting.SHAPES_PATIENCE`: a
-fit of several shapes waits longer)."""
+"""Checks in a row without a rise of `min_delta` after which training stops."""
 
 
 class HeldOutIoU:
