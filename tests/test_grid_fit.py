@@ -122,6 +122,8 @@ def test_each_shape_of_a_grid_model_has_rows_of_its_own_and_they_round_trip():
     assert type(model)(**legacy).encoding.shapes == 1
     with pytest.raises(ValueError, match="shape_rows must be true or false"):
         OccupancyNetwork(encoding="grid", shape_rows=True)
+    with pytest.raises(ValueError, match="grid_features must be an integer >= 1"):
+        OccupancyNetwork(encoding="grid", grid_features=0)
 
 
 def test_the_finest_grid_level_has_no_more_surface_cells_than_table_rows_and_round_trips():
