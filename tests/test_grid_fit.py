@@ -124,6 +124,12 @@ def test_each_shape_of_a_grid_model_has_rows_of_its_own_and_they_round_trip():
         OccupancyNetwork(encoding="grid", shape_rows=True)
     with pytest.raises(ValueError, match="grid_features must be an integer >= 1"):
         OccupancyNetwork(encoding="grid", grid_features=0)
+    from occnet_backend.models.parts import HashGridEncoding
+
+    with pytest.raises(ValueError, match="shapes must be an integer >= 1"):
+        HashGridEncoding(shapes=0)
+    with pytest.raises(ValueError, match=r"shape must hold one index in \[0, 8\) per point"):
+        grid(points[:10], torch.full((10,), 8))
 
 
 def test_the_finest_grid_level_has_no_more_surface_cells_than_table_rows_and_round_trips():
